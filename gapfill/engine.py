@@ -1,0 +1,161 @@
+"""The one object the front-ends hold: corpus, embeddings, map, and the verbs on them.
+
+The Streamlit pages, the REST API and the CLI each turn their input into one call here and
+render what comes back; long verbs are generators of `Progress` events whose return value is
+the result (drive them with `gapfill.events.drive`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gapfill.corpus import Corpus, load_csv, load_wordnet
+from gapfill.embedder import DEFAULT_MODEL, Embedder
+from gapfill.events import Progress
+from gapfill.map_metrics import trustworthiness
+from gapfill.pumap import ParametricUMAP, ParametricUMAPConfig
+from gapfill.storage import ModelFileError, ModelStore, read_manifest
+
+log = logging.getLogger(__name__)
+
+MAP_KIND = "pumap"
+
+
+class NotReadyError(RuntimeError):
+    """A verb was called before what it needs exists; the message says what to call first."""
+
+
+@dataclass(frozen=True)
+class MapView:
+    """What a front-end draws: every corpus document's position and what to show on it."""
+
+    x: np.ndarray  # (N,)
+    y: np.ndarray  # (N,)
+    texts: tuple[str, ...]
+    labels: tuple[str, ...] | None
+    bounds: np.ndarray  # (2, 2): min and max corner
+
+
+class Engine:
+    """Holds the corpus, its embeddings and the map; thread-safe for one writer at a time."""
+
+    def __init__(self, *, embedder_model: str = DEFAULT_MODEL, store: ModelStore | None = None) -> None:
+        self.embedder_model = embedder_model
+        self.store = store or ModelStore()
+        self._embedder: Embedder | None = None
+        self.corpus: Corpus | None = None
+        self.embeddings: np.ndarray | None = None  # (N, D)
+        self.map: ParametricUMAP | None = None
+        self.positions: np.ndarray | None = None  # (N, 2) corpus documents on the map
+        self.lock = threading.RLock()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.embedder_model)
+        return self._embedder
+
+    # ---- corpus ----------------------------------------------------------------------------
+
+    def load_builtin(self, n: int | None = None, seed: int = 0) -> Generator[Progress, None, Corpus]:
+        """The built-in WordNet corpus (n documents, or all of it), embedded."""
+        return (yield from self._use_corpus(load_wordnet(n=n, seed=seed)))
+
+    def load_csv(self, source: str | Path | bytes, text_column: str | None = None) -> Generator[Progress, None, Corpus]:
+        """A CSV corpus, embedded. A bad file raises `CorpusError` and changes nothing."""
+        return (yield from self._use_corpus(load_csv(source, text_column=text_column)))
+
+    def _use_corpus(self, corpus: Corpus) -> Generator[Progress, None, Corpus]:
+        if corpus.embeddings is not None:
+            if corpus.embeddings.shape[1] != self.embedder.dim:
+                raise ValueError(
+                    f"the file's embeddings have {corpus.embeddings.shape[1]} dimensions but the "
+                    f"embedder {self.embedder.model_id} gives {self.embedder.dim}; drop the "
+                    "embedding column or use the matching embedder"
+                )
+            embeddings = np.asarray(corpus.embeddings, dtype=np.float32)
+        else:
+            embeddings = yield from self.embedder.iter_encode(list(corpus.texts))
+        with self.lock:  # swap everything at once: nothing half-loaded
+            self.corpus, self.embeddings = corpus, embeddings
+            self.map, self.positions = None, None
+        log.info("corpus %s: %d documents", corpus.name, len(corpus))
+        return corpus
+
+    # ---- map ------------------------------------------------------------------------------
+
+    def train_map(self, config: ParametricUMAPConfig | None = None) -> Generator[Progress, None, ParametricUMAP]:
+        """Fit a new map on the corpus's embeddings and make it current."""
+        x = self._require_embeddings()
+        model = ParametricUMAP(config or ParametricUMAPConfig(), x.shape[1])
+        yield from model.fit(x)
+        model.metrics = {"trust": trustworthiness(model.anchors, model.anchors_2d, 15)}
+        self._set_map(model)
+        return model
+
+    def _set_map(self, model: ParametricUMAP) -> None:
+        positions = model.encode(self._require_embeddings())
+        with self.lock:
+            self.map, self.positions = model, positions
+
+    def save_map(self) -> str:
+        """Save the current map as a new version; returns its version id."""
+        model = self._require_map()
+        manifest = model.manifest() | {
+            "embedder": self.embedder.model_id,
+            "corpus_fingerprint": self.corpus.fingerprint(),
+            "corpus_name": self.corpus.name,
+            "n_documents": len(self.corpus),
+        }
+        return self.store.save(MAP_KIND, model.state_tensors(), manifest)
+
+    def load_map(self, version: str | None = None) -> ParametricUMAP:
+        """Load a saved map (the current version by default) for this corpus and embedder."""
+        x = self._require_embeddings()
+        tensors, manifest = self.store.load(
+            MAP_KIND, version, expect={"embedding_dim": int(x.shape[1]), "embedder": self.embedder.model_id}
+        )
+        model = ParametricUMAP.from_saved(tensors, manifest)
+        self._set_map(model)
+        return model
+
+    def ensure_map(self, config: ParametricUMAPConfig | None = None) -> Generator[Progress, None, ParametricUMAP]:
+        """The saved map made for this very corpus when there is one, else a new one, saved."""
+        self._require_embeddings()
+        fingerprint = self.corpus.fingerprint()
+        for info in reversed(self.store.versions(MAP_KIND)):
+            if info.complete and read_manifest(info.path).get("corpus_fingerprint") == fingerprint:
+                try:
+                    return self.load_map(info.version)
+                except ModelFileError as err:
+                    log.warning("saved map %s unusable: %s", info.version, err)
+        model = yield from self.train_map(config)
+        self.save_map()
+        return model
+
+    def map_view(self) -> MapView:
+        self._require_map()
+        return MapView(
+            x=self.positions[:, 0],
+            y=self.positions[:, 1],
+            texts=self.corpus.texts,
+            labels=self.corpus.labels,
+            bounds=self.map.bounds,
+        )
+
+    # ---- guards ---------------------------------------------------------------------------
+
+    def _require_embeddings(self) -> np.ndarray:
+        if self.embeddings is None:
+            raise NotReadyError("no corpus loaded: load the built-in corpus or a CSV first (initialize)")
+        return self.embeddings
+
+    def _require_map(self) -> ParametricUMAP:
+        if self.map is None:
+            raise NotReadyError("no map yet: train or load a map first (train-parametric-umap)")
+        return self.map
