@@ -24,6 +24,9 @@ from gapfill.storage import ModelFileError, ModelStore, read_manifest
 log = logging.getLogger(__name__)
 
 MAP_KIND = "pumap"
+VEC2TEXT_KIND = "vec2text"
+# Models trained for the built-in corpus ship here, so gap filling works with no training.
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
 
 
 class NotReadyError(RuntimeError):
@@ -52,6 +55,7 @@ class Engine:
         self.embeddings: np.ndarray | None = None  # (N, D)
         self.map: ParametricUMAP | None = None
         self.positions: np.ndarray | None = None  # (N, 2) corpus documents on the map
+        self.vec2text = None  # gapfill.vec2text.Vec2Text once trained or loaded
         self.lock = threading.RLock()
 
     @property
@@ -148,12 +152,60 @@ class Engine:
             bounds=self.map.bounds,
         )
 
+    # ---- Vec2Text -------------------------------------------------------------------------
+
+    def train_vec2text(self, config=None, *, checkpoint_dir: Path | None = None, resume: bool = False,
+                       stop: threading.Event | None = None) -> Generator[Progress, None, object]:
+        """Train Vec2Text on the corpus's texts. With a map, part of the targets are the map's
+        round trip decode(encode(e)), the kind of target a gap click produces."""
+        from gapfill.vec2text_train import train_vec2text
+
+        self._require_embeddings()
+        off_manifold = None
+        if self.map is not None:
+            fitted = self.map
+            off_manifold = lambda e: fitted.decode(fitted.encode(e))  # noqa: E731
+        model = yield from train_vec2text(
+            list(self.corpus.texts), self.embedder.encode, config, embedder_id=self.embedder.model_id,
+            off_manifold=off_manifold, checkpoint_dir=checkpoint_dir, resume=resume, stop=stop,
+        )
+        with self.lock:
+            self.vec2text = model
+        return model
+
+    def save_vec2text(self, store: ModelStore | None = None) -> str:
+        """Save the current Vec2Text model as a new version (of `store`, default the engine's)."""
+        model = self._require_vec2text()
+        manifest = model.manifest(self.embedder.model_id) | {
+            "corpus_fingerprint": self.corpus.fingerprint() if self.corpus else None,
+        }
+        return (store or self.store).save(VEC2TEXT_KIND, model.state_tensors(), manifest)
+
+    def load_vec2text(self, version: str | None = None, store: ModelStore | None = None):
+        """Load a saved Vec2Text model: the engine's store, else the model shipped in assets/."""
+        from gapfill.vec2text_train import load_vec2text
+
+        store = store or (self.store if self.store.current(VEC2TEXT_KIND) else ModelStore(SHIPPED_MODELS))
+        chosen = version or store.current(VEC2TEXT_KIND)
+        if chosen is None:
+            raise NotReadyError("no Vec2Text model saved or shipped: train one first (train-vec2text)")
+        model = load_vec2text(store.path(VEC2TEXT_KIND, chosen), embedder_id=self.embedder.model_id,
+                              dim=self.embedder.dim)
+        with self.lock:
+            self.vec2text = model
+        return model
+
     # ---- guards ---------------------------------------------------------------------------
 
     def _require_embeddings(self) -> np.ndarray:
         if self.embeddings is None:
             raise NotReadyError("no corpus loaded: load the built-in corpus or a CSV first (initialize)")
         return self.embeddings
+
+    def _require_vec2text(self):
+        if self.vec2text is None:
+            raise NotReadyError("no Vec2Text model yet: train or load one first (train-vec2text)")
+        return self.vec2text
 
     def _require_map(self) -> ParametricUMAP:
         if self.map is None:

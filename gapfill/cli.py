@@ -1,0 +1,140 @@
+"""`gapfill`: the command line over the engine (train, fill, evaluate, serve), with progress bars."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+from gapfill.events import Progress
+
+
+def _render(gen: Generator[Progress, None, object], label: str):
+    """Drive a generator of events with one tqdm bar per stage; return its result."""
+    from tqdm import tqdm
+
+    bar, stage = None, None
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if bar is None or event.stage != stage or event.total != bar.total:
+                if bar is not None:
+                    bar.close()
+                stage = event.stage
+                bar = tqdm(total=event.total, desc=f"{label} {stage}".strip(), unit="step", dynamic_ncols=True)
+            bar.n = event.step
+            post = {} if event.loss is None else {"loss": f"{event.loss:.4f}"}
+            post |= {k: f"{v:.4g}" for k, v in event.metrics.items() if k in ("val_loss", "lr", "samples_per_s")}
+            bar.set_postfix(post, refresh=False)
+            bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_cls, prefix: str = "") -> None:
+    """One option per config field, with the field's help sentence."""
+    for f in dataclasses.fields(config_cls):
+        default = f.default
+        kind = type(default)
+        if isinstance(default, tuple):
+            parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", dest=f.name, type=int, nargs="+",
+                                default=None, help=f.metadata.get("help", ""))
+        else:
+            parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", dest=f.name, type=kind,
+                                default=None, help=f"{f.metadata.get('help', '')} (default: {default})")
+
+
+def _config(config_cls, args: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def _engine_with_corpus(args: argparse.Namespace):
+    from gapfill.engine import Engine
+
+    engine = Engine()
+    if getattr(args, "csv", None):
+        _render(engine.load_csv(Path(args.csv), text_column=args.text_column), "embedding")
+    else:
+        _render(engine.load_builtin(n=args.builtin_n, seed=args.seed_corpus), "embedding")
+    return engine
+
+
+def _corpus_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csv", help="a CSV corpus (default: the built-in WordNet corpus)")
+    parser.add_argument("--text-column", help="the CSV's text column, when it cannot be guessed")
+    parser.add_argument("--builtin-n", type=int, default=None, help="documents of the built-in corpus (default: all)")
+    parser.add_argument("--seed-corpus", type=int, default=0, help="seed of the built-in corpus sample")
+
+
+def cmd_train_map(args: argparse.Namespace) -> int:
+    from gapfill.pumap import ParametricUMAPConfig
+
+    engine = _engine_with_corpus(args)
+    model = _render(engine.train_map(_config(ParametricUMAPConfig, args)), "map")
+    version = engine.save_map()
+    print(json.dumps({"version": version, "metrics": model.metrics}))
+    return 0
+
+
+def cmd_train_vec2text(args: argparse.Namespace) -> int:
+    from gapfill.engine import MAP_KIND
+    from gapfill.storage import ModelStore
+    from gapfill.vec2text import Vec2TextConfig
+
+    engine = _engine_with_corpus(args)
+    _render(engine.ensure_map(), "map")
+    model = _render(engine.train_vec2text(_config(Vec2TextConfig, args), checkpoint_dir=args.checkpoint_dir,
+                                          resume=args.resume), "vec2text")
+    store = ModelStore(args.save_to) if args.save_to else None
+    version = engine.save_vec2text(store)
+    if args.save_to:  # ship the map beside it, so that the pair is complete
+        target = ModelStore(args.save_to)
+        if target.current(MAP_KIND) is None:
+            target.save(MAP_KIND, engine.map.state_tensors(), engine.map.manifest() | {
+                "embedder": engine.embedder.model_id, "corpus_fingerprint": engine.corpus.fingerprint()})
+    print(json.dumps({"version": version, "metrics": model.metrics}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gapfill.pumap import ParametricUMAPConfig
+    from gapfill.vec2text import Vec2TextConfig
+
+    parser = argparse.ArgumentParser(prog="gapfill", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-map", help="train a Parametric UMAP map of a corpus and save it")
+    _corpus_options(p)
+    _add_config_options(p, ParametricUMAPConfig)
+    p.set_defaults(func=cmd_train_map)
+
+    p = sub.add_parser("train-vec2text", help="train Vec2Text on a corpus (and its map) and save it")
+    _corpus_options(p)
+    _add_config_options(p, Vec2TextConfig)
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="folder for per-epoch checkpoints")
+    p.add_argument("--resume", action="store_true", help="resume from the checkpoint in --checkpoint-dir")
+    p.add_argument("--save-to", type=Path, default=None,
+                   help="a model store folder (e.g. assets/models to ship a model); default: the user's store")
+    p.set_defaults(func=cmd_train_vec2text)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError) as err:
+        print(f"gapfill: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

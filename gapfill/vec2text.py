@@ -1,0 +1,226 @@
+"""Vec2Text on SmolLM2: an inverter (embedding → text) and a corrector, one small adapter.
+
+After Morris et al. 2023, "Text Embeddings Reveal (Almost) As Much As Text", rebuilt for a
+decoder-only backbone (the `vec2text` package supports only T5, see shared/notes/models.md):
+- the inverter turns the target embedding into `num_prefix` input vectors that the backbone
+  reads before writing the text;
+- the corrector reads vectors for the target embedding, the hypothesis's embedding and their
+  difference (as `CorrectorEncoderModel` does), then the hypothesis text, and writes a better
+  text.
+Both share the frozen backbone and one LoRA adapter; what is trained (the adapter and the four
+projections) is a few MB. Training lives in `gapfill/vec2text_train.py`; the correction loop
+in `gapfill/correction.py`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from gapfill.backbone import BACKBONE_ID
+
+log = logging.getLogger(__name__)
+
+PROJECTIONS = ("inverter", "target", "hypothesis", "difference")
+# Between the hypothesis and the text the corrector writes: a line break reads naturally to
+# an instruction-tuned model and is one token.
+SEPARATOR = "\n"
+
+
+def _help(text: str, default: object) -> object:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class Vec2TextConfig:
+    """How to build and train Vec2Text. Field names follow the project's documented API."""
+
+    model_name: str = _help("The embedder whose embeddings are inverted (a packaged name or a local folder).", "all-MiniLM-L6-v2")
+    max_length: int = _help("Longest text in tokens; training texts are cut at their real length up to this.", 512)
+    learning_rate: float = _help("Peak learning rate of the backbone's LoRA adapter.", 2e-5)
+    batch_size: int = _help("Texts per training step.", 8)
+    epochs: int = _help("Passes over the training texts, for the inverter and for the corrector.", 3)
+    warmup_steps: int = _help("Steps of linear learning-rate warm-up, then linear decay to zero.", 100)
+    weight_decay: float = _help("AdamW weight decay.", 0.01)
+    projection_learning_rate: float = _help("Learning rate of the embedding→vector projections, trained from scratch.", 1e-3)
+    backbone: str = _help("The generator the adapter is trained on.", BACKBONE_ID)
+    num_prefix: int = _help("Input vectors made from each embedding.", 8)
+    lora_rank: int = _help("Rank of the LoRA adapter on the backbone's attention.", 8)
+    num_steps: int = _help("Correction steps after the inverter's first hypothesis.", 5)
+    sequence_beam_width: int = _help("Hypotheses kept (and proposed per hypothesis) at each correction step.", 4)
+    max_documents: int = _help("Cap on training texts (a seeded sample beyond it).", 2000)
+    corrector_documents: int = _help("Training texts whose inverter hypotheses teach the corrector.", 300)
+    off_manifold_fraction: float = _help("Share of training targets replaced by map-decoded or noisy versions, as gap targets are.", 0.5)
+    noise: float = _help("Size of the noise added to noisy targets, relative to the unit-length embedding.", 0.3)
+    validation_split: float = _help("Share of training texts held out for the validation loss.", 0.05)
+    early_stopping_patience: int = _help("Stop a stage after this many epochs without a better validation loss (0: never).", 0)
+    seed: int = _help("Random seed.", 0)
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "batch_size", "epochs", "num_prefix", "lora_rank", "sequence_beam_width", "max_documents"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("warmup_steps", "num_steps", "corrector_documents", "early_stopping_patience"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
+        for name in ("learning_rate", "projection_learning_rate"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
+        if not 0 <= self.weight_decay < 1:
+            raise ValueError(f"weight_decay must lie in [0, 1), got {self.weight_decay}")
+        for name in ("off_manifold_fraction",):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.validation_split < 0.5:
+            raise ValueError(f"validation_split must lie in [0, 0.5), got {self.validation_split}")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Vec2TextConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown Vec2Text settings {unknown}; valid ones are {sorted(known)}")
+        return cls(**d)
+
+
+class Projection(nn.Module):
+    """An embedding (D) → `n` input vectors of the backbone (n, H). The inner width is D:
+    no bottleneck narrower than the embedding, no more weights than that needs."""
+
+    def __init__(self, dim: int, hidden: int, n: int) -> None:
+        super().__init__()
+        self.n, self.hidden = n, hidden
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, n * hidden))
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.net(e).view(len(e), self.n, self.hidden)  # (B, n, H)
+
+
+class Vec2Text(nn.Module):
+    """Inverter and corrector over one backbone with a LoRA adapter."""
+
+    def __init__(self, config: Vec2TextConfig, backbone, tokenizer, dim: int) -> None:
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+
+        self.config, self.tokenizer, self.dim = config, tokenizer, dim
+        torch.manual_seed(config.seed)
+        hidden = backbone.config.hidden_size
+        self.proj = nn.ModuleDict({name: Projection(dim, hidden, config.num_prefix) for name in PROJECTIONS})
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
+                          target_modules=["q_proj", "v_proj"])
+        self.lm = get_peft_model(backbone, lora)
+        self.max_new_tokens = 64  # set from the training texts' lengths
+        self.metrics: dict[str, float] = {}
+        self.sep_ids = tokenizer(SEPARATOR, add_special_tokens=False)["input_ids"]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.dim
+
+    # ---- inputs ---------------------------------------------------------------------------
+
+    def prefixes(self, targets: torch.Tensor, hyp_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """Input vectors for the inverter (targets only) or the corrector. (B, P, H)"""
+        if hyp_embeddings is None:
+            return self.proj["inverter"](targets)
+        parts = (self.proj["target"](targets), self.proj["hypothesis"](hyp_embeddings),
+                 self.proj["difference"](targets - hyp_embeddings))
+        return torch.cat(parts, dim=1)
+
+    def assemble(
+        self,
+        prefixes: torch.Tensor,
+        prompts: list[list[int]],
+        answers: list[list[int]] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """[prefix vectors, prompt tokens, answer tokens + eos] per row, padded: on the right
+        for training (labels on the answer only), on the left for generation (no answer).
+        Returns inputs_embeds (B, T, H), attention_mask (B, T), labels (B, T) or None."""
+        embed = self.lm.get_input_embeddings()
+        eos = self.tokenizer.eos_token_id
+        rows, label_rows = [], []
+        for i, prompt in enumerate(prompts):
+            answer = [] if answers is None else answers[i] + [eos]
+            ids = torch.tensor(prompt + answer, dtype=torch.long)
+            rows.append(torch.cat([prefixes[i], embed(ids)], dim=0))  # (P + T_i, H)
+            label_rows.append([-100] * (len(prefixes[i]) + len(prompt)) + answer)
+        width = max(len(r) for r in rows)
+        hidden = prefixes.shape[-1]
+        inputs = prefixes.new_zeros(len(rows), width, hidden)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, (r, lab) in enumerate(zip(rows, label_rows)):
+            span = slice(0, len(r)) if answers is not None else slice(width - len(r), width)
+            inputs[i, span], mask[i, span] = r, 1
+            labels[i, span] = torch.tensor(lab)
+        return inputs, mask, (labels if answers is not None else None)
+
+    def encode_texts(self, texts: list[str]) -> list[list[int]]:
+        limit = self.config.max_length
+        return [ids[:limit] for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def corrector_prompts(self, hyp_texts: list[str]) -> list[list[int]]:
+        return [ids + self.sep_ids for ids in self.encode_texts(hyp_texts)]
+
+    # ---- training loss --------------------------------------------------------------------
+
+    def loss(self, targets: torch.Tensor, texts: list[str], hyp_embeddings: torch.Tensor | None = None,
+             hyp_texts: list[str] | None = None) -> torch.Tensor:
+        """Teacher-forced loss of writing `texts` from `targets` (inverter), or from targets,
+        hypothesis embeddings and hypothesis texts (corrector)."""
+        prompts = [[] for _ in texts] if hyp_texts is None else self.corrector_prompts(hyp_texts)
+        inputs, mask, labels = self.assemble(self.prefixes(targets, hyp_embeddings), prompts, self.encode_texts(texts))
+        return self.lm(inputs_embeds=inputs, attention_mask=mask, labels=labels).loss
+
+    # ---- generation: the two verbs the correction loop uses -------------------------------
+
+    @torch.no_grad()
+    def _generate(self, prefixes: torch.Tensor, prompts: list[list[int]], k: int) -> list[list[str]]:
+        inputs, mask, _ = self.assemble(prefixes, prompts)
+        out = self.lm.generate(
+            inputs_embeds=inputs, attention_mask=mask, max_new_tokens=self.max_new_tokens,
+            do_sample=False, num_beams=k, num_return_sequences=k, no_repeat_ngram_size=3,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+        )
+        texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+    def generate(self, targets: np.ndarray, *, num_return_sequences: int = 1) -> list[list[str]]:
+        """Step 0: hypotheses for each target embedding (B, D)."""
+        t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+        return self._generate(self.prefixes(t), [[] for _ in range(len(t))], num_return_sequences)
+
+    def correct(self, targets: np.ndarray, hyp_embeddings: np.ndarray, hyp_texts: list[str], *,
+                num_return_sequences: int = 1) -> list[list[str]]:
+        """One correction of each hypothesis towards its target."""
+        t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+        h = torch.from_numpy(np.asarray(hyp_embeddings, dtype=np.float32))
+        return self._generate(self.prefixes(t, h), self.corrector_prompts(hyp_texts), num_return_sequences)
+
+    # ---- persistence: only what was trained -----------------------------------------------
+
+    def state_tensors(self, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+        """The trained weights only; half precision by default, which halves the file and
+        changes no generated token we have seen (they load back into fp32)."""
+        return {k: v.detach().to(dtype).clone() for k, v in self.named_parameters() if v.requires_grad}
+
+    def load_trained(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = {k for k, v in self.named_parameters() if v.requires_grad}
+        missing = sorted(expected - set(tensors))
+        if missing:
+            raise ValueError(f"saved Vec2Text weights lack {len(missing)} tensors (e.g. {missing[0]}); "
+                             "the file was made with another num_prefix or lora_rank")
+        self.load_state_dict({k: tensors[k].float() for k in expected}, strict=False)
+        self.eval()
+
+    def manifest(self, embedder_id: str) -> dict[str, object]:
+        return {"kind": "vec2text", "config": self.config.to_dict(), "backbone": self.config.backbone,
+                "embedder": embedder_id, "embedding_dim": self.dim, "max_new_tokens": self.max_new_tokens,
+                "metrics": self.metrics}

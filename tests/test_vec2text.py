@@ -1,0 +1,128 @@
+"""Vec2Text on a tiny random backbone: training runs and learns, models save and load, the
+correction loop drives it. The real SmolLM2 is measured by bench/vec2text.py, not here."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from gapfill.backbone import backbone_dir, build_tiny_backbone
+from gapfill.correction import invert
+from gapfill.events import drive
+from gapfill.storage import ModelFileError, ModelStore
+from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_train import load_vec2text, select_texts, train_vec2text
+
+pytestmark = pytest.mark.skipif(
+    not (backbone_dir() / "READY.json").exists(), reason="backbone not prepared: run `make setup`"
+)
+
+TEXTS = [f"{w}: a kind of {k} found near the {p}" for w, k, p in [
+    ("oak", "tree", "river"), ("trout", "fish", "lake"), ("hammer", "tool", "shed"), ("lark", "bird", "field"),
+    ("maple", "tree", "road"), ("pike", "fish", "pond"), ("chisel", "tool", "bench"), ("wren", "bird", "hedge"),
+    ("birch", "tree", "hill"), ("carp", "fish", "canal"), ("saw", "tool", "yard"), ("finch", "bird", "garden"),
+    ("elm", "tree", "park"), ("perch", "fish", "stream"), ("drill", "tool", "garage"), ("robin", "bird", "lawn"),
+]]
+TINY = {"epochs": 2, "batch_size": 4, "warmup_steps": 2, "num_prefix": 2, "lora_rank": 2,
+        "corrector_documents": 8, "max_length": 24, "learning_rate": 1e-3, "projection_learning_rate": 3e-3}
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny_lm") / "lm")
+
+
+@pytest.fixture(scope="session")
+def embedder(tiny_st_model_dir, tmp_path_factory):
+    from gapfill.embedder import Embedder
+
+    return Embedder(str(tiny_st_model_dir), cache_dir=tmp_path_factory.mktemp("v2t_cache"))
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_backbone, embedder):
+    events = []
+    model = drive(train_vec2text(TEXTS, embedder.encode, Vec2TextConfig(**TINY), embedder_id="tiny",
+                                 backbone_path=tiny_backbone), events.append)
+    return model, events
+
+
+def test_config_rejects_bad_values_and_unknown_names():
+    with pytest.raises(ValueError, match="batch_size"):
+        Vec2TextConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown Vec2Text settings"):
+        Vec2TextConfig.from_dict({"epoch": 3})
+    assert Vec2TextConfig().learning_rate == 2e-5 and Vec2TextConfig().max_length == 512
+
+
+def test_training_reports_every_stage_and_lowers_the_loss(trained):
+    _, events = trained
+    stages = [e.stage for e in events]
+    assert {"embed", "inverter", "hypotheses", "corrector"} <= set(stages)
+    inverter = [e for e in events if e.stage == "inverter"]
+    assert inverter[-1].loss < inverter[0].loss
+    assert all({"lr", "samples_per_s", "eta_s"} <= set(e.metrics) for e in inverter)
+    assert any("val_loss" in e.metrics for e in inverter)
+
+
+def test_inverter_and_corrector_write_text_for_every_row(trained, embedder):
+    model, _ = trained
+    targets = embedder.encode(TEXTS[:3])
+    hyps = model.generate(targets, num_return_sequences=2)
+    assert len(hyps) == 3 and all(len(h) == 2 and all(isinstance(t, str) for t in h) for h in hyps)
+    fixed = model.correct(targets, embedder.encode([h[0] for h in hyps]), [h[0] for h in hyps])
+    assert len(fixed) == 3 and all(len(f) == 1 for f in fixed)
+
+
+def test_save_and_load_round_trip_keeps_the_model(trained, tiny_backbone, embedder, tmp_path):
+    model, _ = trained
+    store = ModelStore(tmp_path)
+    version = store.save("vec2text", model.state_tensors(), model.manifest("tiny"))
+    size = sum(p.stat().st_size for p in store.path("vec2text", version).iterdir())
+    assert size < 5_000_000  # only the adapter and projections, never the backbone
+    loaded = load_vec2text(store.path("vec2text", version), embedder_id="tiny", dim=model.dim,
+                           backbone_path=tiny_backbone)
+    assert loaded.max_new_tokens == model.max_new_tokens
+    for name, tensor in model.state_tensors().items():
+        np.testing.assert_allclose(loaded.state_dict()[name].numpy(), tensor.float().numpy(), atol=1e-3)
+    with pytest.raises(ModelFileError, match="embedder"):
+        load_vec2text(store.path("vec2text", version), embedder_id="all-MiniLM-L6-v2", backbone_path=tiny_backbone)
+
+
+def test_a_stop_request_ends_training_between_steps(tiny_backbone, embedder):
+    stop = threading.Event()
+    stop.set()
+    events = []
+    model = drive(train_vec2text(TEXTS, embedder.encode, Vec2TextConfig(**TINY), backbone_path=tiny_backbone,
+                                 stop=stop), events.append)
+    assert model is not None
+    assert not [e for e in events if e.stage in ("inverter", "corrector")]
+
+
+def test_resume_continues_after_the_last_checkpointed_epoch(tiny_backbone, embedder, tmp_path):
+    cfg = Vec2TextConfig(**(TINY | {"epochs": 1, "corrector_documents": 0}))
+    drive(train_vec2text(TEXTS, embedder.encode, cfg, backbone_path=tiny_backbone, checkpoint_dir=tmp_path))
+    assert (tmp_path / "checkpoint" / "manifest.json").exists()
+    events = []
+    cfg2 = Vec2TextConfig(**(TINY | {"epochs": 2, "corrector_documents": 0}))
+    drive(train_vec2text(TEXTS, embedder.encode, cfg2, backbone_path=tiny_backbone, checkpoint_dir=tmp_path,
+                         resume=True), events.append)
+    steps = [e.step for e in events if e.stage == "inverter"]
+    per_epoch = -(-len(select_texts(TEXTS, cfg2)[0]) // cfg2.batch_size)
+    assert steps[0] == per_epoch + 1  # the first epoch was not run again
+
+
+def test_held_out_selection_is_deterministic_and_disjoint():
+    cfg = Vec2TextConfig(max_documents=10, validation_split=0.2)
+    train, val = select_texts(TEXTS, cfg)
+    assert (train, val) == select_texts(TEXTS, cfg)
+    assert len(train) == 8 and len(val) == 2 and not set(train) & set(val)
+
+
+def test_correction_loop_runs_on_the_model_and_never_gets_worse(trained, embedder):
+    model, _ = trained
+    target = embedder.encode(TEXTS[5])
+    steps = list(invert(model, target, embedder.encode, num_steps=2, sequence_beam_width=2))
+    best = [s.best.cosine for s in steps]
+    assert steps[0].step == 0 and best == sorted(best)
