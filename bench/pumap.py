@@ -20,7 +20,7 @@ T_START = time.perf_counter()  # before the heavy imports: the cold clock starts
 def load_split(n: int, seed: int):
     import numpy as np
 
-    from gapfill.corpus import load_wordnet
+    from gapfill.wordnet import load_wordnet
     from gapfill.embedder import Embedder
 
     corpus = load_wordnet(n=n, seed=seed)

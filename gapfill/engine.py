@@ -9,17 +9,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from gapfill.corpus import Corpus, load_csv, load_wordnet
+from gapfill import filling
+from gapfill.corpus import Corpus, load_csv
 from gapfill.embedder import DEFAULT_MODEL, Embedder
-from gapfill.events import Progress
+from gapfill.events import Progress, drive
+from gapfill.filling import FillResult, FillStep
+from gapfill.gaps import Gap, find_gaps
 from gapfill.map_metrics import trustworthiness
 from gapfill.pumap import ParametricUMAP, ParametricUMAPConfig
 from gapfill.storage import ModelFileError, ModelStore, read_manifest
+from gapfill.wordnet import load_wordnet
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +52,10 @@ class MapView:
 class Engine:
     """Holds the corpus, its embeddings and the map; thread-safe for one writer at a time."""
 
-    def __init__(self, *, embedder_model: str = DEFAULT_MODEL, store: ModelStore | None = None) -> None:
+    def __init__(self, *, embedder_model: str = DEFAULT_MODEL, store: ModelStore | None = None,
+                 backbone_path: Path | None = None) -> None:
         self.embedder_model = embedder_model
+        self.backbone_path = backbone_path  # None: the converted SmolLM2 in the cache
         self.store = store or ModelStore()
         self._embedder: Embedder | None = None
         self.corpus: Corpus | None = None
@@ -56,6 +63,7 @@ class Engine:
         self.map: ParametricUMAP | None = None
         self.positions: np.ndarray | None = None  # (N, 2) corpus documents on the map
         self.vec2text = None  # gapfill.vec2text.Vec2Text once trained or loaded
+        self.fills: list[FillResult] = []  # this engine's fills, oldest first
         self.lock = threading.RLock()
 
     @property
@@ -167,7 +175,8 @@ class Engine:
             off_manifold = lambda e: fitted.decode(fitted.encode(e))  # noqa: E731
         model = yield from train_vec2text(
             list(self.corpus.texts), self.embedder.encode, config, embedder_id=self.embedder.model_id,
-            off_manifold=off_manifold, checkpoint_dir=checkpoint_dir, resume=resume, stop=stop,
+            off_manifold=off_manifold, backbone_path=self.backbone_path, checkpoint_dir=checkpoint_dir,
+            resume=resume, stop=stop,
         )
         with self.lock:
             self.vec2text = model
@@ -190,10 +199,58 @@ class Engine:
         if chosen is None:
             raise NotReadyError("no Vec2Text model saved or shipped: train one first (train-vec2text)")
         model = load_vec2text(store.path(VEC2TEXT_KIND, chosen), embedder_id=self.embedder.model_id,
-                              dim=self.embedder.dim)
+                              dim=self.embedder.dim, backbone_path=self.backbone_path)
         with self.lock:
             self.vec2text = model
         return model
+
+    # ---- gaps and fills -------------------------------------------------------------------
+
+    def gaps(self, k: int = 10) -> list[Gap]:
+        """The k largest empty circles of the map inside the corpus's footprint."""
+        self._require_map()
+        return find_gaps(self.positions, k)
+
+    def fill(self, x: float, y: float, *, num_steps: int | None = None, sequence_beam_width: int | None = None,
+             target_aware: bool = True) -> Generator[FillStep, None, FillResult]:
+        """Write a text for the map point (x, y); yields every correction step with where each
+        hypothesis lands. Defaults for the loop come from the Vec2Text model's config."""
+        model, pumap = self._require_vec2text(), self._require_map()
+        result = yield from filling.fill(
+            model, pumap, self.embedder.encode, self.embeddings, self.corpus.texts, x, y,
+            num_steps=model.config.num_steps if num_steps is None else num_steps,
+            sequence_beam_width=model.config.sequence_beam_width if sequence_beam_width is None else sequence_beam_width,
+            target_aware=target_aware,
+        )
+        with self.lock:
+            self.fills.append(result)
+        return result
+
+    def fill_gaps(self, k: int = 5, **kw) -> Generator[Progress, None, list[FillResult]]:
+        """Fill the k largest gaps; one progress event per finished fill."""
+        gaps = self.gaps(k)
+        results = []
+        for i, gap in enumerate(gaps, 1):
+            results.append(drive(self.fill(gap.x, gap.y, **kw)))
+            yield Progress(i, len(gaps), metrics={"distance": results[-1].distance}, stage="fill")
+        return results
+
+    def evaluate(self, n_fills: int = 3) -> dict[str, object]:
+        """The guide's quality metrics: the map's, and those of `n_fills` new fills of the
+        largest gaps plus this engine's earlier fills (0: only the earlier ones)."""
+        from gapfill import evaluation
+
+        pumap = self._require_map()
+        report: dict[str, object] = {"map": evaluation.as_dict(evaluation.evaluate_map(pumap, self.embeddings))}
+        if self.vec2text is not None and n_fills:
+            drive(self.fill_gaps(n_fills))
+        if self.fills:
+            report["fills"] = evaluation.as_dict(evaluation.evaluate_fills(self.fills, self.vec2text))
+        return report
+
+    def fills_frame(self) -> pd.DataFrame:
+        """This engine's fills as a table (for the CSV export)."""
+        return pd.DataFrame([asdict(f) for f in self.fills], columns=[f.name for f in fields(FillResult)])
 
     # ---- guards ---------------------------------------------------------------------------
 

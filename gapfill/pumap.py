@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gapfill import layout, umap_math
+from gapfill.configs import ConfigMixin, setting
 from gapfill.events import Progress, Stopwatch, drive
 
 log = logging.getLogger(__name__)
@@ -36,36 +38,33 @@ log = logging.getLogger(__name__)
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def _help(text: str, default: object) -> object:
-    kind = "default_factory" if callable(default) else "default"
-    return field(**{kind: default}, metadata={"help": text})
-
-
 @dataclass(frozen=True)
-class ParametricUMAPConfig:
+class ParametricUMAPConfig(ConfigMixin):
     """How to build and train a map. Field names follow the project's documented API."""
 
-    n_components: int = _help("Dimension of the map (2 for the app's scatter).", 2)
-    n_neighbors: int = _help("Neighbours per document in the fuzzy graph: larger keeps more global structure.", 15)
-    min_dist: float = _help("How tightly the map may pack similar documents together.", 0.1)
-    spread: float = _help("The scale of the map's clusters; with min_dist it fixes UMAP's curve.", 1.0)
-    n_epochs: int = _help("Layout epochs; one epoch is one pass over every edge of the graph.", 200)
-    batch_size: int = _help("Documents per step when fitting the encoder and the decoder.", 256)
-    learning_rate: float = _help("Adam learning rate of the encoder and the decoder.", 1e-3)
-    hidden_layers: tuple[int, ...] = _help("Widths of the encoder's hidden layers; the decoder mirrors them.", (256, 128))
-    validation_split: float = _help("Share of documents held out to report validation loss (0 to use all).", 0.1)
-    negative_sample_rate: int = _help("Negative samples per edge, as in UMAP.", 5)
-    repulsion_strength: float = _help("Weight of the push between negative samples.", 1.0)
-    layout_learning_rate: float = _help("Adam learning rate of the layout's positions (map units per step).", 0.1)
-    layout_batch_size: int = _help("Graph edges per step of the layout optimisation.", 8192)
-    encoder_epochs: int = _help("Passes over the training documents to fit the encoder to the layout.", 30)
-    decoder_epochs: int = _help("Passes over the training documents to fit the decoder on the finished map.", 30)
-    decoder_hidden_layers: tuple[int, ...] = _help("Widths of the decoder's hidden layers.", (512,))
-    transform_steps: int = _help("UMAP steps that refine where a new document lands (0: the encoder alone).", 100)
-    lr_schedule: str = _help(f"Learning-rate schedule: one of {', '.join(LR_SCHEDULES)}.", "cosine")
-    early_stopping_patience: int = _help("Stop fitting the encoder or decoder after this many epochs without a better validation loss (0: never).", 0)
-    metric: str = _help("Distance between embeddings for the fuzzy graph.", "cosine")
-    seed: int = _help("Random seed: the same data and seed give the same map.", 0)
+    what: ClassVar[str] = "map settings"
+
+    n_components: int = setting("Dimension of the map (2 for the app's scatter).", 2)
+    n_neighbors: int = setting("Neighbours per document in the fuzzy graph: larger keeps more global structure.", 15)
+    min_dist: float = setting("How tightly the map may pack similar documents together.", 0.1)
+    spread: float = setting("The scale of the map's clusters; with min_dist it fixes UMAP's curve.", 1.0)
+    n_epochs: int = setting("Layout epochs; one epoch is one pass over every edge of the graph.", 200)
+    batch_size: int = setting("Documents per step when fitting the encoder and the decoder.", 256)
+    learning_rate: float = setting("Adam learning rate of the encoder and the decoder.", 1e-3)
+    hidden_layers: tuple[int, ...] = setting("Widths of the encoder's hidden layers; the decoder mirrors them.", (256, 128))
+    validation_split: float = setting("Share of documents held out to report validation loss (0 to use all).", 0.1)
+    negative_sample_rate: int = setting("Negative samples per edge, as in UMAP.", 5)
+    repulsion_strength: float = setting("Weight of the push between negative samples.", 1.0)
+    layout_learning_rate: float = setting("Adam learning rate of the layout's positions (map units per step).", 0.1)
+    layout_batch_size: int = setting("Graph edges per step of the layout optimisation.", 8192)
+    encoder_epochs: int = setting("Passes over the training documents to fit the encoder to the layout.", 30)
+    decoder_epochs: int = setting("Passes over the training documents to fit the decoder on the finished map.", 30)
+    decoder_hidden_layers: tuple[int, ...] = setting("Widths of the decoder's hidden layers.", (512,))
+    transform_steps: int = setting("UMAP steps that refine where a new document lands (0: the encoder alone).", 100)
+    lr_schedule: str = setting(f"Learning-rate schedule: one of {', '.join(LR_SCHEDULES)}.", "cosine")
+    early_stopping_patience: int = setting("Stop fitting the encoder or decoder after this many epochs without a better validation loss (0: never).", 0)
+    metric: str = setting("Distance between embeddings for the fuzzy graph.", "cosine")
+    seed: int = setting("Random seed: the same data and seed give the same map.", 0)
 
     def __post_init__(self) -> None:
         for name in ("hidden_layers", "decoder_hidden_layers"):
@@ -96,17 +95,6 @@ class ParametricUMAPConfig:
         if any(w < 1 for w in self.hidden_layers + self.decoder_hidden_layers):
             raise ValueError("layer widths must be positive integers")
 
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> ParametricUMAPConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown map settings {unknown}; valid ones are {sorted(known)}")
-        return cls(**d)
 
 
 def mlp(widths: Sequence[int]) -> nn.Sequential:

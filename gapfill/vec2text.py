@@ -14,13 +14,15 @@ in `gapfill/correction.py`.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from gapfill.backbone import BACKBONE_ID
+from gapfill.configs import ConfigMixin, setting
 
 log = logging.getLogger(__name__)
 
@@ -30,34 +32,33 @@ PROJECTIONS = ("inverter", "target", "hypothesis", "difference")
 SEPARATOR = "\n"
 
 
-def _help(text: str, default: object) -> object:
-    return field(default=default, metadata={"help": text})
-
 
 @dataclass(frozen=True)
-class Vec2TextConfig:
+class Vec2TextConfig(ConfigMixin):
     """How to build and train Vec2Text. Field names follow the project's documented API."""
 
-    model_name: str = _help("The embedder whose embeddings are inverted (a packaged name or a local folder).", "all-MiniLM-L6-v2")
-    max_length: int = _help("Longest text in tokens; training texts are cut at their real length up to this.", 512)
-    learning_rate: float = _help("Peak learning rate of the backbone's LoRA adapter.", 2e-5)
-    batch_size: int = _help("Texts per training step.", 8)
-    epochs: int = _help("Passes over the training texts, for the inverter and for the corrector.", 3)
-    warmup_steps: int = _help("Steps of linear learning-rate warm-up, then linear decay to zero.", 100)
-    weight_decay: float = _help("AdamW weight decay.", 0.01)
-    projection_learning_rate: float = _help("Learning rate of the embedding→vector projections, trained from scratch.", 1e-3)
-    backbone: str = _help("The generator the adapter is trained on.", BACKBONE_ID)
-    num_prefix: int = _help("Input vectors made from each embedding.", 8)
-    lora_rank: int = _help("Rank of the LoRA adapter on the backbone's attention.", 8)
-    num_steps: int = _help("Correction steps after the inverter's first hypothesis.", 5)
-    sequence_beam_width: int = _help("Hypotheses kept (and proposed per hypothesis) at each correction step.", 4)
-    max_documents: int = _help("Cap on training texts (a seeded sample beyond it).", 2000)
-    corrector_documents: int = _help("Training texts whose inverter hypotheses teach the corrector.", 300)
-    off_manifold_fraction: float = _help("Share of training targets replaced by map-decoded or noisy versions, as gap targets are.", 0.5)
-    noise: float = _help("Size of the noise added to noisy targets, relative to the unit-length embedding.", 0.3)
-    validation_split: float = _help("Share of training texts held out for the validation loss.", 0.05)
-    early_stopping_patience: int = _help("Stop a stage after this many epochs without a better validation loss (0: never).", 0)
-    seed: int = _help("Random seed.", 0)
+    what: ClassVar[str] = "Vec2Text settings"
+
+    model_name: str = setting("The embedder whose embeddings are inverted (a packaged name or a local folder).", "all-MiniLM-L6-v2")
+    max_length: int = setting("Longest text in tokens; training texts are cut at their real length up to this.", 512)
+    learning_rate: float = setting("Peak learning rate of the backbone's LoRA adapter.", 2e-5)
+    batch_size: int = setting("Texts per training step.", 8)
+    epochs: int = setting("Passes over the training texts, for the inverter and for the corrector.", 3)
+    warmup_steps: int = setting("Steps of linear learning-rate warm-up, then linear decay to zero.", 100)
+    weight_decay: float = setting("AdamW weight decay.", 0.01)
+    projection_learning_rate: float = setting("Learning rate of the embedding→vector projections, trained from scratch.", 1e-3)
+    backbone: str = setting("The generator the adapter is trained on.", BACKBONE_ID)
+    num_prefix: int = setting("Input vectors made from each embedding.", 8)
+    lora_rank: int = setting("Rank of the LoRA adapter on the backbone's attention.", 8)
+    num_steps: int = setting("Correction steps after the inverter's first hypothesis.", 5)
+    sequence_beam_width: int = setting("Hypotheses kept (and proposed per hypothesis) at each correction step.", 4)
+    max_documents: int = setting("Cap on training texts (a seeded sample beyond it).", 2000)
+    corrector_documents: int = setting("Training texts whose inverter hypotheses teach the corrector.", 300)
+    off_manifold_fraction: float = setting("Share of training targets replaced by map-decoded or noisy versions, as gap targets are.", 0.5)
+    noise: float = setting("Size of the noise added to noisy targets, relative to the unit-length embedding.", 0.3)
+    validation_split: float = setting("Share of training texts held out for the validation loss.", 0.05)
+    early_stopping_patience: int = setting("Stop a stage after this many epochs without a better validation loss (0: never).", 0)
+    seed: int = setting("Random seed.", 0)
 
     def __post_init__(self) -> None:
         for name in ("max_length", "batch_size", "epochs", "num_prefix", "lora_rank", "sequence_beam_width", "max_documents"):
@@ -77,16 +78,6 @@ class Vec2TextConfig:
         if not 0 <= self.validation_split < 0.5:
             raise ValueError(f"validation_split must lie in [0, 0.5), got {self.validation_split}")
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> Vec2TextConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown Vec2Text settings {unknown}; valid ones are {sorted(known)}")
-        return cls(**d)
 
 
 class Projection(nn.Module):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
 
@@ -100,6 +101,9 @@ def _run_stage(stage, model, cfg, n_train, batch_loss, val_loss, rng, stop, ckpt
                     metrics["val_loss"] = val_loss()
                 best, since_best = (metrics["val_loss"], 0) if metrics["val_loss"] < best - 1e-4 else (best, since_best + 1)
             yield Progress(step, total, loss.item(), metrics, stage=stage)
+        model.metrics[f"{stage}_samples_per_s"] = round(metrics["samples_per_s"], 2)
+        if "val_loss" in metrics:
+            model.metrics[f"{stage}_val_loss"] = round(metrics["val_loss"], 4)
         if ckpt is not None:
             ckpt(stage, epoch + 1)
         if cfg.early_stopping_patience and since_best >= cfg.early_stopping_patience:
@@ -136,6 +140,7 @@ def train_vec2text(
 ) -> Generator[Progress, None, Vec2Text]:
     """Train inverter and corrector on `texts`; `embed` must be the embedder whose vectors
     will be inverted. Returns the trained model (also when stopped early)."""
+    started = time.perf_counter()
     cfg = config or Vec2TextConfig()
     rng = np.random.default_rng(cfg.seed + 1)
     train_texts, val_texts = select_texts(texts, cfg)
@@ -211,6 +216,8 @@ def train_vec2text(
         yield from _run_stage("corrector", model, cfg, len(pick) - n_cv, corrector_loss, val_corrector,
                               rng, stop, checkpoint, start)
     model.eval()
+    elapsed = time.perf_counter() - started
+    model.metrics |= {"train_s": round(elapsed, 1), "n_train": len(train_texts)}
     return model
 
 

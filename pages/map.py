@@ -2,7 +2,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from gapfill.corpus import WORDNET_ATTRIBUTION
+from gapfill.wordnet import WORDNET_ATTRIBUTION
 from ui import state
 
 st.title("GapFill")

@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from gapfill.corpus import WORDNET_ATTRIBUTION, Corpus, CorpusError, load_csv, load_wordnet
+from gapfill.corpus import Corpus, CorpusError, load_csv
+from gapfill.wordnet import WORDNET_ATTRIBUTION, load_wordnet
 
 # --------------------------------------------------------------------------- text column
 
