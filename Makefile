@@ -11,7 +11,7 @@ TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl))
 TORCH := $(if $(TORCH_WHEEL),$(TORCH_WHEEL),torch==2.13.0)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test serve bench clean
+.PHONY: setup run test serve bench clean browser-deps
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ run: setup
 serve: setup
 	$(VENV)/bin/gapfill serve
 
-test: setup
+# The browser tests drive Debian's chromium (never `playwright install`: it downloads a browser).
+browser-deps:
+	command -v chromium || (apt-get update && apt-get install -y chromium)
+
+test: setup browser-deps
 	$(PY) -m pytest -q tests
 
 bench: setup

@@ -5,5 +5,8 @@ st.set_page_config(page_title="GapFill", layout="wide")
 
 pages = [
     st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:", default=True),
+    st.Page("pages/corpus.py", title="Corpus", icon=":material/table:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
 ]
 st.navigation(pages).run()

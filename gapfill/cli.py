@@ -104,6 +104,18 @@ def cmd_train_vec2text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gapfill.api import PREFIX
+
+    # One process: the engine and its running job live in memory, so no --workers.
+    print(f"gapfill: serving the API on http://{args.host}:{args.port}{PREFIX}/ "
+          f"(OpenAPI docs on /docs)", file=sys.stderr, flush=True)
+    uvicorn.run("gapfill.api:app_factory", factory=True, host=args.host, port=args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from gapfill.pumap import ParametricUMAPConfig
     from gapfill.vec2text import Vec2TextConfig
@@ -125,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-to", type=Path, default=None,
                    help="a model store folder (e.g. assets/models to ship a model); default: the user's store")
     p.set_defaults(func=cmd_train_vec2text)
+
+    p = sub.add_parser("serve", help="serve the REST API (the engine configured from GAPFILL_* variables)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    p.set_defaults(func=cmd_serve)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -205,7 +205,7 @@ def _loop(
             np.repeat(target[None], len(beam), axis=0),
             hyp_emb,
             [c.text for c in beam],
-            num_return_sequences=width,
+            num_return_sequences=_proposals(width, len(beam)),
         )
         flat = [t for row in _check_rows(proposals, len(beam), "correct") for t in row]
         new = _score(_unique(flat, seen), embed, target, scorer, step=step)
@@ -226,6 +226,12 @@ def _loop(
     best = beam[0]
     logger.info("inverted in %d steps (%s): cosine %.4f", len(steps) - 1, stopped, best.cosine)
     return InversionResult(best=best, steps=tuple(steps), stopped=stopped, best_step=best.step)
+
+
+def _proposals(width: int, beam: int) -> int:
+    """Texts asked of the corrector per hypothesis: about `width` in all, and at least two, so
+    that a deterministic first proposal (already seen once the loop settles) is never all."""
+    return max(2, -(-width // beam))
 
 
 def _finish(gen: Generator[Step, None, InversionResult]) -> InversionResult:

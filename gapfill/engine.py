@@ -7,6 +7,7 @@ the result (drive them with `gapfill.events.drive`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, fields
@@ -52,9 +53,13 @@ class MapView:
 class Engine:
     """Holds the corpus, its embeddings and the map; thread-safe for one writer at a time."""
 
-    def __init__(self, *, embedder_model: str = DEFAULT_MODEL, store: ModelStore | None = None,
+    def __init__(self, *, embedder_model: str | None = None, store: ModelStore | None = None,
                  backbone_path: Path | None = None) -> None:
-        self.embedder_model = embedder_model
+        # Unset arguments come from the environment, so that a server started by a script or a
+        # test (`gapfill serve`) can run on other (e.g. tiny) models without code.
+        self.embedder_model = embedder_model or os.environ.get("GAPFILL_EMBEDDER") or DEFAULT_MODEL
+        if backbone_path is None and os.environ.get("GAPFILL_BACKBONE"):
+            backbone_path = Path(os.environ["GAPFILL_BACKBONE"])
         self.backbone_path = backbone_path  # None: the converted SmolLM2 in the cache
         self.store = store or ModelStore()
         self._embedder: Embedder | None = None
@@ -126,26 +131,36 @@ class Engine:
         }
         return self.store.save(MAP_KIND, model.state_tensors(), manifest)
 
-    def load_map(self, version: str | None = None) -> ParametricUMAP:
+    def load_map(self, version: str | None = None, store: ModelStore | None = None) -> ParametricUMAP:
         """Load a saved map (the current version by default) for this corpus and embedder."""
         x = self._require_embeddings()
-        tensors, manifest = self.store.load(
+        tensors, manifest = (store or self.store).load(
             MAP_KIND, version, expect={"embedding_dim": int(x.shape[1]), "embedder": self.embedder.model_id}
         )
         model = ParametricUMAP.from_saved(tensors, manifest)
         self._set_map(model)
         return model
 
-    def ensure_map(self, config: ParametricUMAPConfig | None = None) -> Generator[Progress, None, ParametricUMAP]:
-        """The saved map made for this very corpus when there is one, else a new one, saved."""
+    def load_map_for_corpus(self) -> str | None:
+        """Load the saved map made for this very corpus, the current version first (a rollback
+        holds) and then the newest, from the user's store and then from the maps shipped in
+        assets/ (the built-in corpus's); its version, or None when none is usable."""
         self._require_embeddings()
         fingerprint = self.corpus.fingerprint()
-        for info in reversed(self.store.versions(MAP_KIND)):
-            if info.complete and read_manifest(info.path).get("corpus_fingerprint") == fingerprint:
-                try:
-                    return self.load_map(info.version)
-                except ModelFileError as err:
-                    log.warning("saved map %s unusable: %s", info.version, err)
+        for store in (self.store, ModelStore(SHIPPED_MODELS)):
+            for info in sorted(reversed(store.versions(MAP_KIND)), key=lambda info: not info.is_current):
+                if info.complete and read_manifest(info.path).get("corpus_fingerprint") == fingerprint:
+                    try:
+                        self.load_map(info.version, store)
+                        return info.version
+                    except ModelFileError as err:
+                        log.warning("saved map %s unusable: %s", info.version, err)
+        return None
+
+    def ensure_map(self, config: ParametricUMAPConfig | None = None) -> Generator[Progress, None, ParametricUMAP]:
+        """The saved map made for this very corpus when there is one, else a new one, saved."""
+        if self.load_map_for_corpus() is not None:
+            return self.map
         model = yield from self.train_map(config)
         self.save_map()
         return model

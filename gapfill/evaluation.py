@@ -3,7 +3,8 @@
 - reconstruction error: a map point p → decode → encode lands how far from p (share of the
   map's diagonal), over a grid covering the map;
 - embedding distance: an embedding e → encode → decode is how far from e (1 − cosine);
-- embedding similarity: cosine of each fill's text to its target embedding;
+- embedding similarity: cosine of each fill's text to its target embedding, against the
+  retrieval baseline (the most similar corpus document's cosine to the same target);
 - target accuracy: how far each fill's text lands from its click (share of the diagonal);
 - convergence: the correction step at which each fill's best text appeared;
 - text quality: length, repetition and perplexity under the backbone (adapter switched off).
@@ -108,6 +109,16 @@ def evaluate_fills(fills: Sequence[FillResult], vec2text=None) -> FillReport:
         novelty=float(np.mean([f.nearest_cosine < 0.95 for f in fills])),
         text=quality,
     )
+
+
+def retrieval_cosines(fills: Sequence[FillResult], model: ParametricUMAP, embeddings: np.ndarray) -> np.ndarray:
+    """The retrieval baseline of each fill (F,): the cosine between its target, decode(x, y),
+    and the most similar corpus document. A fill whose text beats it says something about
+    the point that no existing document says as well."""
+    if not fills:
+        return np.zeros(0, dtype=np.float32)
+    targets = model.decode(np.array([[f.x, f.y] for f in fills], dtype=np.float32))  # (F, D), unit rows
+    return (targets @ embeddings.T).max(axis=1)
 
 
 def as_dict(report: MapReport | FillReport) -> dict[str, object]:

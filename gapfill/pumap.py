@@ -255,14 +255,18 @@ class ParametricUMAP:
         y = self.encoder(torch.from_numpy(x2)).numpy()
         if refine and len(self.anchors):
             hoods = layout.neighbourhoods(x2, self.anchors, self.config.n_neighbors)
-            with torch.enable_grad():
-                y = layout.place(
-                    y, self.anchors_2d, hoods, self.a, self.b, self.config.transform_steps,
-                    _TRANSFORM_LR, self.config.negative_sample_rate, self.config.seed,
-                )
-            # A document the map was trained on stays where the layout put it.
+            # A document the map was trained on stays where the layout put it; only the
+            # others are placed by the refinement.
             known = hoods.similarities[:, 0] >= _SAME_DOCUMENT_COS
             y[known] = self.anchors_2d[hoods.indices[known, 0]]
+            new = ~known
+            if new.any():
+                sub = layout.Neighbourhoods(hoods.indices[new], hoods.weights[new], hoods.similarities[new])
+                with torch.enable_grad():
+                    y[new] = layout.place(
+                        y[new], self.anchors_2d, sub, self.a, self.b, self.config.transform_steps,
+                        _TRANSFORM_LR, self.config.negative_sample_rate, self.config.seed,
+                    )
         return y[0] if single else y
 
     @torch.no_grad()

@@ -152,7 +152,10 @@ def train_vec2text(
     backbone, tokenizer = load_backbone(backbone_path)
     model = Vec2Text(cfg, backbone, tokenizer, e.shape[1])
     lengths = [len(ids) for ids in model.encode_texts(train_texts)]
-    model.max_new_tokens = int(min(cfg.max_length, max(lengths) + 8))
+    # Long enough for nearly every training text; the rare longest ones would make every
+    # unfinished generation run that long.
+    model.max_new_tokens = int(min(cfg.max_length, np.percentile(lengths, 99) + 4))
+    model.single_line = not any("\n" in t for t in train_texts)
 
     done_stage, done_epoch = "", 0
     ckpt_folder = None if checkpoint_dir is None else Path(checkpoint_dir) / "checkpoint"
@@ -236,5 +239,6 @@ def load_vec2text(folder: Path, *, embedder_id: str | None = None, dim: int | No
     model = Vec2Text(cfg, backbone, tokenizer, int(manifest["embedding_dim"]))
     model.load_trained(tensors)
     model.max_new_tokens = int(manifest["max_new_tokens"])
+    model.single_line = bool(manifest.get("single_line", True))
     model.metrics = dict(manifest.get("metrics") or {})
     return model

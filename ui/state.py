@@ -1,19 +1,52 @@
-"""Session state and loaders shared by the pages, in one place.
+"""Session state, jobs and loaders shared by the pages, in one place.
 
-The engine is per browser session (it is mutable; `st.cache_resource` results must not be
-mutated); the saved map and the embedding cache on disk make a new session quick.
+The engine is per browser session: it is mutable (a new corpus, a trained model, new fills),
+and `st.cache_resource` results must never be mutated. The saved map and the embedding cache
+on disk make a new session quick. Long work that must survive a click or a page switch (a
+fill, a training) runs as a `gapfill.jobs.Job` kept here in session state; the pages poll its
+snapshot. A browser reload starts a new session with a new engine, so a job is deliberately
+not kept beyond its session: its result would belong to an engine nobody holds any more.
 """
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import streamlit as st
 
-from gapfill.engine import Engine
+from gapfill.corpus import load_csv
+from gapfill.engine import Engine, NotReadyError
 from gapfill.events import Progress
+from gapfill.filling import FillResult, FillStep
+from gapfill.jobs import Job
+from gapfill.storage import ModelFileError
+from gapfill.vec2text import Vec2TextConfig
 
+T = TypeVar("T")
+
+# ---- keys --------------------------------------------------------------------------------
 ENGINE = "engine"
+MAP_CHART = "map_chart"  # the map's plotly chart (its selection state)
+CLICK = "map_click"  # (x, y) clicked on the map and not filled yet
+FILL_RUN = "fill_run"  # the FillRun of the last click
+FILL_TRACES = "fill_traces"  # FillTrace per fill made in this session, oldest first
+TRAIN_JOBS = "train_jobs"  # {"map" | "vec2text": Job}
+VEC2TEXT_PROBLEM = "vec2text_problem"  # why no Vec2Text model could be loaded
+MEMO = "memo"  # per-map results: {name: (map, value)}
+# Widget keys of the fill settings, the gap overlay and the corpus page.
+NUM_STEPS, BEAM_WIDTH, TARGET_AWARE = "fill_num_steps", "fill_beam_width", "fill_target_aware"
+SHOW_GAPS, GAP_COUNT = "show_gaps", "gap_count"
+UPLOAD, TEXT_COLUMN = "corpus_upload", "corpus_text_column"
 
+POLL_S = 1.0  # how often live panels redraw while a job runs (1 s: cheap on two cores)
+# The CSV loader's own size limit, read from its signature so the page states the real one.
+UPLOAD_LIMIT_BYTES: int = inspect.signature(load_csv).parameters["max_bytes"].default
+
+
+# ---- the engine --------------------------------------------------------------------------
 
 def builtin_size() -> int | None:
     """Size of the built-in corpus the app starts with: env GAPFILL_BUILTIN_N, else all of it."""
@@ -27,7 +60,7 @@ def engine() -> Engine:
     return st.session_state[ENGINE]
 
 
-def run_with_progress(gen, label: str):
+def run_with_progress(gen: Generator[Progress, None, T], label: str) -> T:
     """Drive a generator of `Progress` events with a progress bar; return its result."""
     bar = st.progress(0.0, text=label)
     while True:
@@ -48,3 +81,175 @@ def ready_engine() -> Engine:
     if eng.map is None:
         run_with_progress(eng.ensure_map(), "Preparing the map")
     return eng
+
+
+def uses_builtin(eng: Engine) -> bool:
+    return eng.corpus is not None and eng.corpus.name.startswith("WordNet")
+
+
+def use_builtin(eng: Engine) -> None:
+    run_with_progress(eng.load_builtin(n=builtin_size()), "Embedding the built-in WordNet corpus")
+    run_with_progress(eng.ensure_map(), "Preparing the map")
+
+
+def use_csv(eng: Engine, data: bytes, text_column: str | None) -> None:
+    """Replace the corpus by an uploaded CSV (a bad file raises CorpusError and changes nothing)."""
+    run_with_progress(eng.load_csv(data, text_column=text_column), "Embedding the uploaded corpus")
+    run_with_progress(eng.ensure_map(), "Training a map for the new corpus")
+
+
+def per_map(eng: Engine, name: str, compute: Callable[[], T]) -> T:
+    """`compute()` once per map: kept until the engine's map object changes."""
+    memo = st.session_state.setdefault(MEMO, {})
+    if name not in memo or memo[name][0] is not eng.map:
+        memo[name] = (eng.map, compute())
+    return memo[name][1]
+
+
+# ---- Vec2Text ----------------------------------------------------------------------------
+
+def vec2text_ready(eng: Engine) -> bool:
+    """Load the saved (else shipped) Vec2Text model once per session; False, with the reason
+    in `vec2text_problem()`, when there is none."""
+    if eng.vec2text is not None:
+        return True
+    if st.session_state.get(VEC2TEXT_PROBLEM) is None:
+        try:
+            with st.spinner("Loading the Vec2Text model"):
+                eng.load_vec2text()
+            return True
+        except (NotReadyError, ModelFileError, FileNotFoundError) as err:
+            st.session_state[VEC2TEXT_PROBLEM] = str(err)
+    return False
+
+
+def vec2text_problem() -> str | None:
+    return st.session_state.get(VEC2TEXT_PROBLEM)
+
+
+def retry_vec2text() -> None:
+    """Forget why loading failed, so the next page run tries again (after a save, say)."""
+    st.session_state.pop(VEC2TEXT_PROBLEM, None)
+
+
+def fill_defaults(eng: Engine) -> Vec2TextConfig:
+    return eng.vec2text.config if eng.vec2text is not None else Vec2TextConfig()
+
+
+def fill_settings() -> dict[str, object]:
+    """The fill loop's settings as the Map page's widgets hold them."""
+    return {
+        "num_steps": int(st.session_state[NUM_STEPS]),
+        "sequence_beam_width": int(st.session_state[BEAM_WIDTH]),
+        "target_aware": bool(st.session_state[TARGET_AWARE]),
+    }
+
+
+# ---- fills -------------------------------------------------------------------------------
+
+@dataclass
+class FillRun:
+    """The fill of one click: its job (events are `FillStep`s, the result a `FillResult`)."""
+
+    x: float
+    y: float
+    job: Job
+    recorded: bool = False  # its trace is in FILL_TRACES
+
+
+@dataclass(frozen=True)
+class FillTrace:
+    """A finished fill with the steps that led to it (for the convergence curves)."""
+
+    result: FillResult
+    steps: tuple[FillStep, ...] = field(default=())
+
+
+def remember_click() -> None:
+    """The map's on_select callback: keep the clicked point. The invisible grid makes every
+    click select a point; an empty selection (the same node clicked twice) is ignored."""
+    points = (st.session_state.get(MAP_CHART) or {}).get("selection", {}).get("points") or []
+    if points:
+        st.session_state[CLICK] = (float(points[0]["x"]), float(points[0]["y"]))
+
+
+def fill_run() -> FillRun | None:
+    return st.session_state.get(FILL_RUN)
+
+
+def fill_running() -> bool:
+    run = fill_run()
+    return run is not None and run.job.running
+
+
+def start_pending_fill(eng: Engine) -> None:
+    """Start filling the last click, unless a fill is running (it starts once that one ends)."""
+    if CLICK not in st.session_state or fill_running():
+        return
+    x, y = st.session_state.pop(CLICK)
+    settings = fill_settings()
+    st.session_state[FILL_RUN] = FillRun(x, y, Job("fill", lambda stop: eng.fill(x, y, **settings)))
+
+
+def record_finished_fill() -> None:
+    """Keep the steps of the last click's fill once it is done."""
+    run = fill_run()
+    if run is None or run.recorded or run.job.running:
+        return
+    snap = run.job.snapshot()
+    if snap.state == "done":
+        traces().append(FillTrace(run.job.result, snap.events))
+    run.recorded = True
+
+
+def traces() -> list[FillTrace]:
+    return st.session_state.setdefault(FILL_TRACES, [])
+
+
+def fill_gaps(eng: Engine, k: int) -> None:
+    """Fill the k largest gaps one after the other, with a progress bar."""
+    settings = fill_settings()
+    gaps = eng.gaps(k)
+    bar = st.progress(0.0, text=f"Filling the {len(gaps)} largest gaps")
+    for i, gap in enumerate(gaps):
+        steps: list[FillStep] = []
+        gen = eng.fill(gap.x, gap.y, **settings)
+        while True:
+            try:
+                steps.append(next(gen))
+            except StopIteration as stop:
+                traces().append(FillTrace(stop.value, tuple(steps)))
+                break
+        bar.progress((i + 1) / len(gaps), text=f"Filled gap {i + 1} of {len(gaps)}")
+    bar.empty()
+
+
+# ---- training ----------------------------------------------------------------------------
+
+def train_job(kind: str) -> Job | None:
+    return st.session_state.setdefault(TRAIN_JOBS, {}).get(kind)
+
+
+def any_training() -> bool:
+    return any(job.running for job in st.session_state.get(TRAIN_JOBS, {}).values())
+
+
+def start_training(kind: str, start: Callable[[object], Generator[Progress, None, object]]) -> Job:
+    """Run a training in the background; its history stays here across page switches."""
+    job = Job(kind, start)
+    st.session_state.setdefault(TRAIN_JOBS, {})[kind] = job
+    return job
+
+
+def stoppable(gen: Generator[Progress, None, T], stop) -> Generator[Progress, None, T | None]:
+    """Pass a generator's events through until `stop` is set, then close it (for verbs that
+    take no stop event themselves: what they would have set at the end stays unset)."""
+    while True:
+        if stop.is_set():
+            gen.close()
+            return None
+        try:
+            event = next(gen)
+        except StopIteration as done:
+            return done.value
+        yield event

@@ -1,0 +1,251 @@
+"""The REST API on tiny models: the training guide's pipeline, refusals of bad input and of
+work that conflicts with a running job, and the pipeline script against a live server."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from gapfill.api import create_app
+from gapfill.backbone import backbone_dir, build_tiny_backbone
+from gapfill.engine import Engine
+from gapfill.storage import ModelStore
+
+pytestmark = pytest.mark.skipif(not (backbone_dir() / "READY.json").exists(), reason="run make setup")
+torch.set_num_threads(1)
+
+API = "/api/advanced-gap-filling"
+REPO = Path(__file__).resolve().parents[1]
+N_DOCS = 60
+MAP = {"n_epochs": 20, "encoder_epochs": 5, "decoder_epochs": 5, "transform_steps": 10}
+V2T = {"epochs": 1, "batch_size": 4, "num_prefix": 2, "lora_rank": 2, "corrector_documents": 4,
+       "max_length": 24, "max_documents": 24, "num_steps": 1, "sequence_beam_width": 2}
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_backbone(tmp_path_factory.mktemp("lm"))
+
+
+def _client(model_dir: Path, backbone: Path, store: Path) -> TestClient:
+    engine = Engine(embedder_model=str(model_dir), store=ModelStore(store), backbone_path=backbone)
+    return TestClient(create_app(engine))
+
+
+@pytest.fixture(scope="session")
+def client(tiny_st_model_dir: Path, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    """One server for the pipeline and the tests that need its trained models."""
+    return _client(tiny_st_model_dir, tiny_backbone, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture()
+def fresh(tiny_st_model_dir: Path, tiny_backbone: Path, tmp_path: Path) -> TestClient:
+    """A server with nothing loaded and an empty model store."""
+    return _client(tiny_st_model_dir, tiny_backbone, tmp_path / "models")
+
+
+def _trained(client: TestClient) -> TestClient:
+    """`client` with a corpus, a map and a Vec2Text model (the pipeline test leaves them)."""
+    state = client.get(f"{API}/status").json()
+    if state["corpus"] is None:
+        assert client.post(f"{API}/initialize", params={"n": N_DOCS}).status_code == 200
+    if not state["map"]["loaded"]:
+        assert client.post(f"{API}/train-parametric-umap", json=MAP).status_code == 200
+    if not state["vec2text"]["loaded"]:
+        assert client.post(f"{API}/train-vec2text", json=V2T).status_code == 200
+    return client
+
+
+def _wait_for(client: TestClient, done, timeout: float = 30.0) -> dict:
+    """Poll status until `done(status)`; return that status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"{API}/status").json()
+        if done(state):
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"status never reached the expected state: {state}")
+
+
+def test_the_training_guides_pipeline_runs_in_order(client: TestClient) -> None:
+    init = client.post(f"{API}/initialize", params={"n": N_DOCS}).json()
+    assert init["corpus"]["size"] == N_DOCS and init["map_loaded"] is None
+
+    trained = client.post(f"{API}/train-parametric-umap", json=MAP)
+    assert trained.status_code == 200, trained.text
+    assert trained.json()["job"]["state"] == "done" and 0 < trained.json()["metrics"]["trust"] <= 1
+    assert trained.json()["job"]["history"][-1]["stage"] == "decoder"
+    trained = client.post(f"{API}/train-vec2text", json=V2T)
+    assert trained.status_code == 200, trained.text
+    assert trained.json()["job"]["state"] == "done" and trained.json()["metrics"]["n_train"] > 0
+
+    gaps = client.get(f"{API}/gaps", params={"k": 5}).json()
+    assert [g["rank"] for g in gaps] == [1, 2, 3, 4, 5]
+    assert all(a["radius"] >= b["radius"] > 0 for a, b in zip(gaps, gaps[1:]))
+
+    fill = client.post(f"{API}/fill-gap", json={"x": gaps[0]["x"], "y": gaps[0]["y"], "num_steps": 1,
+                                                "sequence_beam_width": 2})
+    assert fill.status_code == 200, fill.text
+    result, steps = fill.json()["result"], fill.json()["steps"]
+    assert result["text"] and -1 <= result["cosine"] <= 1 and result["distance"] >= 0
+    assert len(steps) == result["steps"] and 0 <= result["nearest_index"] < N_DOCS
+    step = steps[-1]
+    assert {"text", "cosine", "x", "y", "distance"} <= set(step["best"]) and step["candidates"]
+
+    quality = client.get(f"{API}/evaluate-quality", params={"n": 1})
+    assert quality.status_code == 200, quality.text
+    report = quality.json()
+    assert 0 <= report["map"]["reconstruction_error"] and 0 <= report["map"]["embedding_distance"] <= 2
+    assert report["fills"]["n"] == 2 and 0 <= report["fills"]["novelty"] <= 1  # the fill above and one new
+
+    saved_map = client.post(f"{API}/save-parametric-umap").json()
+    saved_v2t = client.post(f"{API}/save-vec2text").json()
+    assert saved_map["version"] == saved_v2t["version"] == "v0001" and Path(saved_map["path"]).is_dir()
+    assert client.post(f"{API}/save-parametric-umap").json()["version"] == "v0002"
+    models = client.get(f"{API}/models").json()
+    assert [(v["version"], v["is_current"]) for v in models["pumap"]] == [("v0001", False), ("v0002", True)]
+    assert [v["version"] for v in models["vec2text"]] == ["v0001"]
+
+    rolled_back = client.post(f"{API}/load-parametric-umap", json={"version": "v0001"})
+    assert rolled_back.status_code == 200 and rolled_back.json()["version"] == "v0001"
+    assert [v["is_current"] for v in client.get(f"{API}/models").json()["pumap"]] == [True, False]
+    assert client.post(f"{API}/load-vec2text", json={"version": "v0001"}).json()["version"] == "v0001"
+    again = client.post(f"{API}/initialize", params={"n": N_DOCS}).json()
+    assert again["map_loaded"] == "v0001" and again["vec2text_loaded"]  # the saved map of this corpus
+
+    export = client.get(f"{API}/fills.csv")
+    assert export.headers["content-type"].startswith("text/csv")
+    assert len(pd.read_csv(io.StringIO(export.text))) == 2
+
+    state = client.get(f"{API}/status").json()
+    assert state["corpus"]["size"] == N_DOCS and state["map"]["loaded"] and state["vec2text"]["loaded"]
+    assert state["job"]["name"] == "train-vec2text" and state["job"]["state"] == "done"
+
+
+def test_calls_before_their_prerequisites_say_what_to_call_first(fresh: TestClient) -> None:
+    early = fresh.post(f"{API}/fill-gap", json={"x": 0, "y": 0})
+    assert early.status_code == 409 and "train-vec2text" in early.json()["detail"]
+    assert "initialize" in fresh.post(f"{API}/train-parametric-umap", json=MAP).json()["detail"]
+    fresh.post(f"{API}/initialize", params={"n": 20})
+    early = fresh.get(f"{API}/gaps")
+    assert early.status_code == 409 and "train-parametric-umap" in early.json()["detail"]
+    assert fresh.get(f"{API}/evaluate-quality").status_code == 409
+    assert fresh.post(f"{API}/load-parametric-umap").status_code == 404  # nothing saved yet
+
+
+@pytest.mark.parametrize("raw", ['{"x": NaN, "y": 0}', '{"x": 0, "y": Infinity}', '{"x": -Infinity, "y": 0}'])
+def test_non_finite_coordinates_are_refused(client: TestClient, raw: str) -> None:
+    answer = _trained(client).post(f"{API}/fill-gap", content=raw, headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"][-1] in ("x", "y")
+
+
+def test_bad_input_is_a_422_naming_what_is_allowed(client: TestClient) -> None:
+    client = _trained(client)
+    far = client.post(f"{API}/fill-gap", json={"x": 1e6, "y": 0})
+    assert far.status_code == 422 and "far outside" in far.json()["detail"]
+    for body in ({"x": 0, "y": 0, "colour": "red"}, {"x": 0, "y": 0, "num_steps": 51},
+                 {"x": 0, "y": 0, "sequence_beam_width": 0}, {"x": "left", "y": 0}):
+        assert client.post(f"{API}/fill-gap", json=body).status_code == 422, body
+    unknown = client.post(f"{API}/train-parametric-umap", json={"n_epoch": 5})
+    assert unknown.status_code == 422 and "n_neighbors" in unknown.json()["detail"][0]["msg"]
+    invalid = client.post(f"{API}/train-parametric-umap", json={"n_neighbors": 1})
+    assert invalid.status_code == 422 and "n_neighbors" in invalid.json()["detail"]
+    assert client.post(f"{API}/train-vec2text", json={"epochs": "many"}).status_code == 422
+    assert client.get(f"{API}/gaps", params={"k": 0}).status_code == 422
+    assert client.post(f"{API}/load-parametric-umap", json={"version": "latest"}).status_code == 422
+    assert client.post(f"{API}/load-vec2text", json={"version": "v0099"}).status_code == 404
+    assert client.post(f"{API}/train-vec2text", content=b"x" * 100_000,
+                       headers={"content-type": "application/json"}).status_code == 413
+
+
+def test_a_bad_csv_is_refused_and_the_loaded_corpus_stays(fresh: TestClient, small_csv_bytes) -> None:
+    assert fresh.post(f"{API}/initialize", params={"n": 20}).status_code == 200
+    good = small_csv_bytes([["id", "body"], ["1", "a first document"], ["2", "a second one"]])
+    missing = fresh.post(f"{API}/initialize", files={"file": ("c.csv", good)}, data={"text_column": "text"})
+    assert missing.status_code == 422 and missing.json()["columns"] == ["id", "body"]
+    empty = fresh.post(f"{API}/initialize", files={"file": ("c.csv", b"")})
+    assert empty.status_code == 422 and "empty" in empty.json()["detail"]
+    huge = fresh.post(f"{API}/initialize", files={"file": ("c.csv", b"text\n" + b"x" * (51 * 2**20))})
+    assert huge.status_code == 413 and "limit" in huge.json()["detail"]
+    assert fresh.get(f"{API}/status").json()["corpus"]["size"] == 20
+    loaded = fresh.post(f"{API}/initialize", files={"file": ("c.csv", good)}, data={"text_column": "body"})
+    assert loaded.status_code == 200 and loaded.json()["corpus"]["size"] == 2
+
+
+def test_background_training_reports_progress_refuses_other_work_and_stops(fresh: TestClient) -> None:
+    fresh.post(f"{API}/initialize", params={"n": N_DOCS})
+    started = fresh.post(f"{API}/train-parametric-umap", json={"n_epochs": 100_000, "background": True})
+    assert started.status_code == 202 and started.json()["job"]["state"] == "running"
+    state = _wait_for(fresh, lambda s: (s["job"]["progress"] or {}).get("stage") == "layout")
+    assert state["job"]["progress"]["total"] == 100_000 and state["job"]["history"]
+
+    second = fresh.post(f"{API}/train-vec2text", json=V2T)
+    assert second.status_code == 409 and "train-parametric-umap job is running" in second.json()["detail"]
+    assert fresh.post(f"{API}/initialize").status_code == 409
+    assert fresh.post(f"{API}/fill-gap", json={"x": 0, "y": 0}).status_code == 409
+
+    assert fresh.post(f"{API}/stop").json()["stopping"] is True
+    state = _wait_for(fresh, lambda s: s["job"]["state"] != "running")
+    assert state["job"]["state"] == "stopped" and not state["map"]["loaded"]
+    assert fresh.post(f"{API}/stop").json()["stopping"] is False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def live_server(tiny_st_model_dir: Path, tiny_backbone: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`gapfill serve` in a subprocess on tiny models; yields its URL and model store."""
+    port, store = _free_port(), tmp_path / "models"
+    env = os.environ | {"GAPFILL_EMBEDDER": str(tiny_st_model_dir), "GAPFILL_BACKBONE": str(tiny_backbone),
+                        "GAPFILL_MODELS": str(store), "GAPFILL_BUILTIN_N": str(N_DOCS),
+                        "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "gapfill.cli", "serve", "--port", str(port)],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}{API}/status", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url, store
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def test_the_pipeline_script_trains_and_saves_both_models_on_a_live_server(live_server) -> None:
+    url, store = live_server
+    env = os.environ | {"GAPFILL_URL": url, "MAP_CONFIG": json.dumps(MAP), "V2T_CONFIG": json.dumps(V2T)}
+    run = subprocess.run(["bash", str(REPO / "scripts" / "train_pipeline.sh")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert ModelStore(store).current("pumap") == "v0001" and ModelStore(store).current("vec2text") == "v0001"
+    assert '"version":"v0001"' in run.stdout.replace(" ", "")
