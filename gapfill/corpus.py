@@ -189,6 +189,9 @@ def _parse_frame(text: str) -> tuple[pd.DataFrame, str]:
     if not text.strip():
         raise CorpusError("The CSV file is empty. Upload a file with a header row and one document per row.")
     text = text.lstrip("\r\n")  # blank lines above the header
+    # A single field may be as long as the whole (size-checked) file: long texts are to be
+    # truncated with a count, not refused by the csv module's 128 KiB default.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     delimiter = _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:

@@ -242,3 +242,16 @@ def test_wordnet_default_size_and_attribution():
     assert max(Counter(corpus.labels).values()) == 400
     assert corpus.name == "WordNet 3.0 nouns"
     assert "Princeton University" in WORDNET_ATTRIBUTION and "wordnet.princeton.edu" in WORDNET_ATTRIBUTION
+
+
+def test_a_text_longer_than_the_csv_modules_field_limit_is_truncated_not_refused():
+    long_text = "word " * 40_000  # 200,000 characters, over csv's 131,072 default
+    corpus = load_csv(f"text\n\"{long_text}\"\nshort one\n".encode(), max_chars=2000)
+    assert len(corpus) == 2 and len(corpus.texts[0]) <= 2000
+    assert corpus.report.truncated == 1
+
+
+def test_a_header_longer_than_the_csv_modules_field_limit_still_loads():
+    name = "x" * 200_000
+    corpus = load_csv(f"{name}\nhello world\n".encode())
+    assert corpus.texts == ("hello world",)
