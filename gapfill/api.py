@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from gapfill.corpus import CorpusError, load_csv
 from gapfill.engine import MAP_KIND, VEC2TEXT_KIND, Engine, NotReadyError
 from gapfill.events import Progress, drive
-from gapfill.jobs import Job, JobSnapshot
+from gapfill.jobs import Job, JobSnapshot, stoppable
 from gapfill.pumap import ParametricUMAPConfig
 from gapfill.storage import ModelFileError, ModelStore
 from gapfill.vec2text import Vec2TextConfig
@@ -107,20 +107,6 @@ class Worker:
         if job is not None:
             job.stop()
         return job
-
-
-def _stoppable(gen: Generator[Progress, None, T], stop: threading.Event) -> Generator[Progress, None, T | None]:
-    """Pass events through until `stop` is set, then close the generator (for verbs that take
-    no stop event themselves: what they would have set at the end stays unset)."""
-    while True:
-        if stop.is_set():
-            gen.close()
-            return None
-        try:
-            event = next(gen)
-        except StopIteration as done:
-            return done.value
-        yield event
 
 
 # ---- request bodies ------------------------------------------------------------------------
@@ -285,7 +271,7 @@ def train_parametric_umap(engine: EngineDep, worker: WorkerDep, response: Respon
     config = _config(ParametricUMAPConfig, body)
     _require_corpus(engine)
     return _run_job(worker, response, "train-parametric-umap",
-                    lambda stop: _stoppable(engine.train_map(config), stop), body is not None and body.background)
+                    lambda stop: stoppable(engine.train_map(config), stop), body is not None and body.background)
 
 
 @router.post("/train-vec2text")

@@ -11,12 +11,28 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gapfill.events import Progress
 
 log = logging.getLogger(__name__)
 
 STATES = ("running", "done", "failed", "stopped")
+T = TypeVar("T")
+
+
+def stoppable(gen: Generator[Progress, None, T], stop: threading.Event) -> Generator[Progress, None, T | None]:
+    """Pass a generator's events through until `stop` is set, then close it (for verbs that
+    take no stop event themselves: what they would have set at the end stays unset)."""
+    while True:
+        if stop.is_set():
+            gen.close()
+            return None
+        try:
+            event = next(gen)
+        except StopIteration as done:
+            return done.value
+        yield event
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 versions to load or roll back to."""
 import streamlit as st
 
+from gapfill.jobs import stoppable
 from gapfill.pumap import ParametricUMAPConfig
 from gapfill.vec2text import Vec2TextConfig
 from ui import panels, state
@@ -21,7 +22,7 @@ with map_tab:
     with st.expander("Settings", expanded=state.train_job("map") is None):
         config = panels.config_form(ParametricUMAPConfig, "map_form", "Train a new map", disabled=busy)
     if config is not None:
-        state.start_training("map", lambda stop: state.stoppable(eng.train_map(config), stop))
+        state.start_training("map", lambda stop: stoppable(eng.train_map(config), stop))
         st.rerun()
     if st.button("Save the current map", disabled=busy):
         st.success(f"Saved the map as {eng.save_map()}.")

@@ -239,17 +239,3 @@ def start_training(kind: str, start: Callable[[object], Generator[Progress, None
     job = Job(kind, start)
     st.session_state.setdefault(TRAIN_JOBS, {})[kind] = job
     return job
-
-
-def stoppable(gen: Generator[Progress, None, T], stop) -> Generator[Progress, None, T | None]:
-    """Pass a generator's events through until `stop` is set, then close it (for verbs that
-    take no stop event themselves: what they would have set at the end stays unset)."""
-    while True:
-        if stop.is_set():
-            gen.close()
-            return None
-        try:
-            event = next(gen)
-        except StopIteration as done:
-            return done.value
-        yield event
