@@ -17,7 +17,6 @@ from gapfill.events import Progress
 
 log = logging.getLogger(__name__)
 
-STATES = ("running", "done", "failed", "stopped")
 T = TypeVar("T")
 
 

@@ -1,8 +1,6 @@
 """How good a map is: neighbourhoods kept, and how well the decoder inverts the encoder."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
 from gapfill.pumap import ParametricUMAP
@@ -77,38 +75,3 @@ def reconstruction_error(model: ParametricUMAP, y: np.ndarray) -> np.ndarray:
     decoded point land back where it was taken?"""
     diag = float(np.linalg.norm(model.bounds[1] - model.bounds[0])) or 1.0
     return np.linalg.norm(model.encode(model.decode(y)) - y, axis=1) / diag
-
-
-@dataclass(frozen=True)
-class MapQuality:
-    trust: float
-    trust_heldout: float | None
-    decoder_cos: float | None
-    reconstruction_error: float
-    label_agreement: float | None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return asdict(self)
-
-
-def evaluate_map(
-    model: ParametricUMAP,
-    x_train: np.ndarray,
-    x_heldout: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    k: int = 15,
-) -> MapQuality:
-    """The map's quality figures on training documents and, when given, held-out ones."""
-    y = model.encode(x_train)
-    held = None
-    dec = None
-    if x_heldout is not None and len(x_heldout):
-        held = trustworthiness(x_heldout, model.encode(x_heldout), k, x_train, y)
-        dec = float(decoder_cosine(model, x_heldout).mean())
-    return MapQuality(
-        trust=trustworthiness(x_train, y, k),
-        trust_heldout=held,
-        decoder_cos=dec,
-        reconstruction_error=float(reconstruction_error(model, y).mean()),
-        label_agreement=None if labels is None else knn_label_agreement(y, labels),
-    )
