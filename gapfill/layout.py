@@ -1,8 +1,9 @@
 """Placing documents on the plane with UMAP's objective, in torch.
 
 `optimize_layout` lays out the training documents (positions as free parameters, the whole
-graph per step); `place` puts new documents among them by optimising only the new positions
-against their nearest training documents, as umap-learn's `transform` does.
+graph per step). New documents are put among them by `place_at_mode` (at once, at the densest
+spot of their nearest training documents), optionally refined by `place` (optimising only the
+new positions against those neighbours, as umap-learn's `transform` does).
 """
 from __future__ import annotations
 
@@ -24,19 +25,81 @@ class Neighbourhoods:
     similarities: np.ndarray  # (Q, k) cosine
 
 
+_SMOOTH_K_TOLERANCE = 1e-5  # umap-learn's constants of the same names
+_MIN_K_DIST_SCALE = 1e-3
+
+
+def smooth_knn_dist(distances: np.ndarray, k: float, n_iter: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """umap-learn's `smooth_knn_dist` with local_connectivity=1, vectorised over rows: for each
+    row of sorted kNN distances (Q, k), rho = the nearest non-zero distance and sigma such that
+    sum over j >= 1 of exp(-max(d_j - rho, 0) / sigma) = log2(k), by the same 64-step
+    bisection. Returns (sigma, rho). A port rather than a call: umap-learn's is a numba
+    function that compiles for seconds in every fresh process, on the app's first page."""
+    d = np.asarray(distances, dtype=np.float64)
+    positive = np.where(d > 0, d, np.inf)
+    rho = positive.min(1)
+    rho[~np.isfinite(rho)] = 0.0
+    target = np.log2(k)
+    lo, hi, mid = np.zeros(len(d)), np.full(len(d), np.inf), np.ones(len(d))
+    active = np.ones(len(d), dtype=bool)
+    gap = np.clip(d[:, 1:] - rho[:, None], 0.0, None)  # (Q, k - 1)
+    for _ in range(n_iter):
+        psum = np.where(gap > 0, np.exp(-gap / mid[:, None]), 1.0).sum(1)
+        active &= np.abs(psum - target) >= _SMOOTH_K_TOLERANCE
+        if not active.any():
+            break
+        high = active & (psum > target)
+        low = active & ~high
+        hi[high] = mid[high]
+        lo[low] = mid[low]
+        mid = np.where(high | (low & np.isfinite(hi)), (lo + hi) / 2.0, np.where(low, mid * 2.0, mid))
+    floor = _MIN_K_DIST_SCALE * np.where(rho > 0, d.mean(1), d.mean())
+    return np.maximum(mid, floor).astype(np.float32), rho.astype(np.float32)
+
+
 def neighbourhoods(queries: np.ndarray, anchors: np.ndarray, k: int) -> Neighbourhoods:
     """Cosine kNN of unit-length queries among unit-length anchors, with umap-learn's
     membership strengths exp(-(d - rho) / sigma) (`smooth_knn_dist`), as in its transform."""
-    from umap.umap_ import smooth_knn_dist
-
     k = min(k, len(anchors))
     sims = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)) @ torch.from_numpy(anchors).T  # (Q, A)
     top = sims.topk(k, dim=1)  # sorted, nearest first; far quicker than numpy's argpartition here
     idx, s = top.indices.numpy(), top.values.numpy()
     d = np.clip(1.0 - s, 0.0, None).astype(np.float32)
-    sigma, rho = smooth_knn_dist(d, float(k), local_connectivity=1.0)
+    sigma, rho = smooth_knn_dist(d, float(k))
     w = np.exp(-np.clip(d - rho[:, None], 0.0, None) / sigma[:, None]).astype(np.float32)
     return Neighbourhoods(idx.astype(np.int64), w, s.astype(np.float32))
+
+
+def local_scale(positions: np.ndarray, k: int) -> float:
+    """The layout's own length scale: the median distance from a document to its k-th nearest
+    neighbour on the map (a topic island is a few of these across)."""
+    from scipy.spatial import cKDTree
+
+    k = min(k, len(positions) - 1)
+    if k < 1:
+        return 1.0
+    d, _ = cKDTree(positions).query(positions, k + 1)
+    return float(np.median(d[:, k])) or 1.0
+
+
+def place_at_mode(hoods: Neighbourhoods, anchors_2d: np.ndarray, radius: float) -> np.ndarray:
+    """New documents (Q, C) placed at the densest spot of their neighbours' map positions.
+
+    One step of mean shift with a flat kernel of `radius`: of a document's k nearest training
+    documents, the one with the most membership weight within `radius` on the map is the
+    centre, and the document goes to the weighted mean of the neighbours within `radius` of
+    it. The plain weighted mean of all k (umap-learn's `init_transform`) lands between islands
+    whenever the neighbours straddle two, which no document of either island is near
+    (measured on 500 held-out WordNet documents: trustworthiness 0.815 for the plain mean,
+    0.905 for the nearest neighbour's position, 0.933 here, against 0.906 for umap-learn's
+    transform with its 100 optimisation steps).
+    """
+    pos = anchors_2d[hoods.indices]  # (Q, k, C)
+    within = np.linalg.norm(pos[:, :, None] - pos[:, None, :], axis=-1) <= radius  # (Q, k, k)
+    density = (within * hoods.weights[:, None, :]).sum(2)  # (Q, k)
+    centre = density.argmax(1)  # (Q,)
+    w = hoods.weights * within[np.arange(len(pos)), centre]  # (Q, k); the centre itself counts
+    return ((pos * w[..., None]).sum(1) / w.sum(1, keepdims=True)).astype(np.float32)
 
 
 def optimize_layout(
@@ -51,29 +114,34 @@ def optimize_layout(
     edges_per_step: int,
     seed: int,
 ) -> Generator[tuple[int, float, np.ndarray], None, None]:
-    """UMAP's layout optimisation in minibatches of edges: each epoch takes every edge once,
-    in shuffled steps of `edges_per_step`, weighted by its membership, with
-    `negative_sample_rate` uniform negatives per edge; Adam on all positions, the step size
-    annealed to zero over the run as UMAP anneals its own. Yields (epoch, mean loss,
-    positions)."""
+    """UMAP's layout optimisation in minibatches of edges. Each epoch samples every edge with
+    probability weight / max weight, which is umap-learn's `epochs_per_sample` schedule made
+    random (an edge of full membership every epoch, one of a third every third epoch on
+    average; on WordNet a third of the edges per epoch), and takes them in shuffled steps of
+    `edges_per_step`, with `negative_sample_rate` uniform negatives per edge; Adam on all
+    positions, the step size annealed to zero over the run as UMAP anneals its own. Yields
+    (epoch, mean loss, positions)."""
     gen = torch.Generator().manual_seed(seed)
     pos = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(init, dtype=np.float32)))
     heads, tails = torch.from_numpy(graph.heads), torch.from_numpy(graph.tails)
     w = torch.from_numpy(graph.weights)
+    keep = w / w.max()
     n_edges, r = len(heads), negative_sample_rate
-    steps = max(1, -(-n_edges // edges_per_step))
+    steps = max(1, -(-int(keep.sum()) // edges_per_step))  # per epoch, as sampled on average
     opt = torch.optim.Adam([pos], lr=learning_rate)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_epochs * steps)
     for epoch in range(1, n_epochs + 1):
-        perm = torch.randperm(n_edges, generator=gen)
+        sampled = torch.nonzero(torch.rand(n_edges, generator=gen) < keep).squeeze(1)
+        sampled = sampled[torch.randperm(len(sampled), generator=gen)]
+        size = -(-len(sampled) // steps)
         total = 0.0
         for s in range(steps):
-            e = perm[s * edges_per_step : (s + 1) * edges_per_step]
+            e = sampled[s * size : (s + 1) * size]
             y_head = pos[heads[e]]  # (E, C)
             d_pos = (y_head - pos[tails[e]]).pow(2).sum(-1)  # (E,)
             neg = torch.randint(len(init), (len(e), r), generator=gen)
             d_neg = (y_head[:, None, :] - pos[neg]).pow(2).sum(-1).reshape(-1)  # (E * R,)
-            loss = umap_math.umap_cross_entropy(d_pos, d_neg, a, b, repulsion_strength, w[e])
+            loss = umap_math.umap_cross_entropy(d_pos, d_neg, a, b, repulsion_strength)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

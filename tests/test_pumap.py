@@ -82,6 +82,19 @@ def test_training_documents_stay_where_the_layout_put_them(fitted):
     np.testing.assert_allclose(fitted.encode(fitted.anchors[:20]), fitted.anchors_2d[:20], atol=1e-5)
 
 
+def test_a_new_document_lands_in_the_densest_group_of_its_neighbours():
+    from gapfill.layout import Neighbourhoods, place_at_mode
+
+    # Four neighbours: three close together around (0, 0), one far away at (10, 0), the far
+    # one the nearest in embedding space. The plain weighted mean would land at about
+    # (2.5, 0), where none of them is.
+    anchors_2d = np.array([[10.0, 0.0], [0.0, 0.1], [0.1, -0.1], [-0.1, 0.0]], dtype=np.float32)
+    hoods = Neighbourhoods(np.array([[0, 1, 2, 3]]), np.array([[1.0, 0.8, 0.8, 0.8]], dtype=np.float32),
+                           np.array([[0.9, 0.8, 0.8, 0.8]], dtype=np.float32))
+    placed = place_at_mode(hoods, anchors_2d, radius=1.0)
+    np.testing.assert_allclose(placed[0], anchors_2d[1:].mean(0), atol=1e-6)
+
+
 def test_decoder_inverts_encoder_on_held_out_points(data, fitted):
     x, _ = data
     held = x[400:]
@@ -139,3 +152,18 @@ def test_trustworthiness_matches_scikit_learn():
     x = rng.normal(size=(300, 10)).astype(np.float32)
     y = x[:, :2] + 0.3 * rng.normal(size=(300, 2)).astype(np.float32)
     assert trustworthiness(x, y, 10, chunk=64) == pytest.approx(sk_trust(x, y, n_neighbors=10), abs=1e-9)
+
+
+def test_smooth_knn_dist_port_matches_umap_learn():
+    from umap.umap_ import smooth_knn_dist as reference
+
+    from gapfill.layout import smooth_knn_dist
+
+    rng = np.random.default_rng(0)
+    d = np.sort(rng.random((300, 15)).astype(np.float32), axis=1)
+    d[:5, :3] = 0.0  # duplicates of the query
+    d[5] = 0.0  # nothing but duplicates
+    sigma, rho = smooth_knn_dist(d, 15.0)
+    ref_sigma, ref_rho = reference(d, 15.0, local_connectivity=1.0)
+    np.testing.assert_allclose(rho, ref_rho, atol=1e-6)
+    np.testing.assert_allclose(sigma, ref_sigma, rtol=1e-4, atol=1e-6)
