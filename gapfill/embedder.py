@@ -75,12 +75,14 @@ class Embedder:
         path = resolve_model_path(model)
         self.model_id: str = DEFAULT_MODEL if model in _DEFAULT_ALIASES else str(path)
         self.batch_size = batch_size
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import: huggingface_hub reads it then
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(path), device=device)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim: int = int(get_dim())
+        self._path, self._device = path, device
+        self._model = None
+        self._model_lock = threading.Lock()
+        # The model is loaded on the first text missing from the cache: importing
+        # sentence-transformers and loading it takes 4-6 s, and a corpus embedded before
+        # needs neither (the app's first page waits for this).
+        folder_dim = _folder_dim(path)
+        self.dim: int = folder_dim if folder_dim is not None else _model_dim(self.model)
         self._lock = threading.Lock()  # one sqlite connection shared by Streamlit's threads
         self._db: sqlite3.Connection | None = None
         self.cache_path: Path | None = None
@@ -89,6 +91,18 @@ class Embedder:
             self.cache_path = root / "embeddings" / _cache_file_name(self.model_id)
             self._db = _open_cache(self.cache_path)
         logger.info("Embedder %s (dim %d) loaded from %s; cache %s", self.model_id, self.dim, path, self.cache_path)
+
+    @property
+    def model(self):
+        """The sentence-transformers model, loaded on first use."""
+        with self._model_lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import: huggingface_hub reads it then
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(str(self._path), device=self._device)
+                logger.info("loaded the embedding model from %s", self._path)
+            return self._model
 
     def encode(self, texts: str | Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
         """One string gives (D,), a sequence gives (N, D); unit-length float32 rows."""
@@ -179,6 +193,44 @@ class Embedder:
                 self._db.executemany("INSERT OR REPLACE INTO embeddings (key, vec) VALUES (?, ?)", rows)
         except sqlite3.Error as exc:
             logger.warning("Could not write to the embedding cache %s (%s).", self.cache_path, exc)
+
+
+_POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
+
+
+def _folder_dim(folder: Path) -> int | None:
+    """The embedding dimension a sentence-transformers folder declares (its Pooling output,
+    times the pooling modes it concatenates, then any Dense layer's out_features); None
+    when the folder holds a module whose output this does not know."""
+    import json
+
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        dim = None
+        for module in sorted(modules, key=lambda m: m["idx"]):
+            kind = module["type"].rsplit(".", 1)[-1]
+            config_file = folder / module["path"] / "config.json"
+            if kind == "Pooling":
+                config = json.loads(config_file.read_text())
+                if "pooling_mode" in config:  # sentence-transformers 5: a mode or a list of them
+                    mode = config["pooling_mode"]
+                    modes = len(mode) if isinstance(mode, list) else 1
+                else:
+                    modes = sum(bool(config.get(f"pooling_mode_{m}")) for m in _POOLING_MODES)
+                width = config.get("word_embedding_dimension", config.get("embedding_dimension"))
+                dim = int(width) * max(modes, 1)
+            elif kind == "Dense":
+                dim = int(json.loads(config_file.read_text())["out_features"])
+            elif kind not in ("Transformer", "Normalize"):
+                return None
+        return dim
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _model_dim(model) -> int:
+    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get_dim())
 
 
 def _cache_file_name(model_id: str) -> str:

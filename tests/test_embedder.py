@@ -112,3 +112,14 @@ def test_packaged_minilm_puts_a_cat_nearer_a_kitten_than_a_tax_form(tmp_path):
     assert embedder.model_id == DEFAULT_MODEL and embedder.dim == 384
     assert float(cat @ kitten) > float(cat @ tax) + 0.2
     embedder.close()
+
+
+def test_a_corpus_in_the_cache_is_served_without_loading_the_model(tiny_embedder, tiny_st_model_dir):
+    expected = tiny_embedder.encode(TEXTS)
+    fresh = Embedder(str(tiny_st_model_dir), cache_dir=tiny_embedder.cache_path.parents[1])
+    assert fresh.dim == 32  # read from the folder's module configs
+    np.testing.assert_allclose(fresh.encode(TEXTS), expected, atol=1e-6)
+    assert fresh._model is None
+    fresh.encode(["a text the cache has never seen"])
+    assert fresh._model is not None
+    fresh.close()
