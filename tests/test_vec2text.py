@@ -75,6 +75,14 @@ def test_inverter_and_corrector_write_text_for_every_row(trained, embedder):
     assert len(fixed) == 3 and all(len(f) == 1 for f in fixed)
 
 
+def test_the_first_of_several_texts_is_the_greedy_one(trained, embedder):
+    model, _ = trained
+    targets = embedder.encode(TEXTS[:3])
+    alone = model.generate(targets, num_return_sequences=1)
+    with_samples = model.generate(targets, num_return_sequences=3)
+    assert [row[0] for row in with_samples] == [row[0] for row in alone]
+
+
 def test_save_and_load_round_trip_keeps_the_model(trained, tiny_backbone, embedder, tmp_path):
     model, _ = trained
     store = ModelStore(tmp_path)
