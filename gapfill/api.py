@@ -1,40 +1,44 @@
 """The REST API: the engine's verbs under /api/advanced-gap-filling/, for scripts and pipelines.
 
 Handlers only turn a request into one engine call and its result into JSON (house style, rule 1).
-Training runs as a `gapfill.jobs.Job`, one at a time: a call blocks until the job ends, or with
-`"background": true` answers 202 at once and `GET status` follows the job. Fills, evaluations
-and corpus loads run in the request thread and are refused while a job runs. Every answer,
-errors included, is JSON (the fills export excepted). Serve it with `gapfill serve`.
+What runs when (`gapfill.worker`): a training runs as a background job, one at a time; a call
+blocks until it ends, or with `"background": true` answers 202 at once and `GET status`
+follows it. While it runs, fills, evaluations, corpus and model loads are refused with 409.
+Otherwise those run in the request thread one after another: a fill sent while another fill
+runs waits for it and is served (up to 8 waiting; one more gets 429). Status, gaps, models and
+the fills export answer at any time. Every answer, errors included, is JSON (the fills export
+excepted); no input gives a 500.
+
+Limits (`gapfill.api_guards`): JSON bodies 64 KiB, uploads the CSV loader's 50 MiB (413);
+NaN, infinite and far-out coordinates are refused (422). Serve it with `gapfill serve`: on
+127.0.0.1 by default; bound elsewhere, every request that changes the server needs
+`Authorization: Bearer $GAPFILL_API_TOKEN` (401 without).
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import math
 import os
 import threading
-import typing
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Generator
+from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from gapfill.corpus import CorpusError, load_csv
+from gapfill.api_guards import BearerToken, ContentLengthLimit, is_loopback, serving_token, token_from_env
+from gapfill.api_models import FillRequest, MapBody, VersionRequest, Vec2TextBody, config_from, plain
+from gapfill.corpus import CorpusError, CorpusTooLarge, load_csv, map_problem
 from gapfill.engine import MAP_KIND, VEC2TEXT_KIND, Engine, NotReadyError
 from gapfill.events import Progress, drive
-from gapfill.jobs import Job, JobSnapshot, stoppable
+from gapfill.jobs import stoppable
 from gapfill.pumap import ParametricUMAPConfig
-from gapfill.storage import ModelFileError, ModelStore
+from gapfill.storage import ModelFileError, ModelMismatchError, ModelStore
 from gapfill.vec2text import Vec2TextConfig
+from gapfill.worker import Busy, QueueFull, Worker
 
-T = TypeVar("T")
+__all__ = ["PREFIX", "app_factory", "create_app", "is_loopback", "serving_token"]
 
 PREFIX = "/api/advanced-gap-filling"
 # The CSV loader's own limit, plus room for the multipart envelope around the file.
@@ -43,137 +47,7 @@ JSON_LIMIT_BYTES = 64 * 2**10  # a config or a click is a few hundred bytes
 SUMMARY_HISTORY = 20  # events returned with a finished training job
 
 
-# ---- one long task at a time ---------------------------------------------------------------
-
-class Busy(RuntimeError):
-    """Another long task is running; the message names it and what to do."""
-
-
-class Worker:
-    """The app's one long task: a training `Job` in its own thread, or a fill, evaluation or
-    corpus load in a request thread. Starting one while another runs raises `Busy`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.job: Job | None = None  # the running or the last training job
-        self._job_error: list[Exception] = []
-        self._inline: str | None = None
-
-    def _refuse_if_busy(self) -> None:  # the lock is held
-        if self.job is not None and self.job.running:
-            raise Busy(f"a {self.job.name} job is running; wait for it or POST stop")
-        if self._inline is not None:
-            raise Busy(f"a {self._inline} request is running; wait for it")
-
-    def start(self, name: str, start: Callable[[threading.Event], Generator[Progress, None, T]]) -> Job:
-        caught: list[Exception] = []
-
-        def run(stop: threading.Event) -> Generator[Progress, None, T]:
-            try:
-                return (yield from start(stop))
-            except Exception as err:  # kept so `wait` can answer it like an error of any call
-                caught.append(err)
-                raise
-
-        with self._lock:
-            self._refuse_if_busy()
-            self.job, self._job_error = Job(name, run), caught
-            return self.job
-
-    def wait(self, job: Job) -> JobSnapshot:
-        """Block until `job` ends; re-raise its error, so that a bad setting found during
-        training gets the same answer as one found before."""
-        errors = self._job_error if job is self.job else []
-        snapshot = job.wait()
-        if snapshot.state == "failed" and errors:
-            raise errors[0]
-        return snapshot
-
-    @contextmanager
-    def exclusive(self, name: str) -> Iterator[None]:
-        with self._lock:
-            self._refuse_if_busy()
-            self._inline = name
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._inline = None
-
-    def stop(self) -> Job | None:
-        """Ask the running job to stop; the job it asked, or None when none runs."""
-        with self._lock:
-            job = self.job if self.job is not None and self.job.running else None
-        if job is not None:
-            job.stop()
-        return job
-
-
-# ---- request bodies ------------------------------------------------------------------------
-
-def _config_body(config_cls: type) -> type[BaseModel]:
-    """A body with the config's fields (each optional, with its help sentence) and
-    `background`; an unknown field is refused with the list of valid ones."""
-    hints = typing.get_type_hints(config_cls)
-    names = [f.name for f in dataclasses.fields(config_cls)]
-
-    def known_only(data: Any) -> Any:
-        unknown = sorted(set(data) - set(names) - {"background"}) if isinstance(data, dict) else []
-        if unknown:
-            raise ValueError(f"unknown {config_cls.what} {unknown}; valid ones are {sorted(names)} and 'background'")
-        return data
-
-    fields = {f.name: (hints[f.name] | None, Field(None, description=f.metadata.get("help")))
-              for f in dataclasses.fields(config_cls)}
-    return create_model(
-        f"{config_cls.__name__}Body",
-        __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
-        __validators__={"known_only": model_validator(mode="before")(known_only)},
-        background=(bool, Field(False, description="Answer 202 at once; follow the job with GET status.")),
-        **fields,
-    )
-
-
-MapBody = _config_body(ParametricUMAPConfig)
-Vec2TextBody = _config_body(Vec2TextConfig)
-
-
-def _config(config_cls: type[T], body: BaseModel | None) -> T:
-    return config_cls.from_dict(body.model_dump(exclude_none=True, exclude={"background"}) if body else {})
-
-
-class FillRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    x: float
-    y: float
-    num_steps: int | None = Field(None, ge=0, le=50, description="Correction steps (default: the model's).")
-    sequence_beam_width: int | None = Field(None, ge=1, le=16, description="Hypotheses kept per step.")
-    target_aware: bool = Field(True, description="Prefer texts that land near the point.")
-
-
-class VersionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: str | None = Field(None, description="e.g. 'v0002' (default: the current version); becomes current.")
-
-
 # ---- helpers -------------------------------------------------------------------------------
-
-def _plain(obj: Any) -> Any:
-    """JSON-ready: dataclasses, numpy values and paths become plain values, NaN and ±inf null."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj) if isinstance(obj, Path) else obj
-
 
 def builtin_size() -> int | None:
     """Size of the built-in corpus when a call names none: env GAPFILL_BUILTIN_N, else all."""
@@ -181,9 +55,13 @@ def builtin_size() -> int | None:
     return int(value) if value else None
 
 
-def _require_corpus(engine: Engine) -> None:
-    if engine.corpus is None:  # checked before a job starts, so that the call itself answers 409
+def _require_corpus(engine: Engine, *, mappable: bool = False) -> None:
+    """Checked before a job starts, so that the call itself answers (409, or 422 for a corpus
+    too small for a map)."""
+    if engine.corpus is None:
         raise NotReadyError("no corpus loaded: load the built-in corpus or a CSV first (initialize)")
+    if mappable and (problem := map_problem(engine.corpus)) is not None:
+        raise ValueError(f"{problem} Then initialize again.")
 
 
 def _require_saved(store: ModelStore, kind: str, version: str | None) -> None:
@@ -195,6 +73,20 @@ def _require_saved(store: ModelStore, kind: str, version: str | None) -> None:
         raise HTTPException(404, f"no complete {kind} version {version!r}; available: {', '.join(complete) or 'none'}")
 
 
+def _load_vec2text(engine: Engine, version: str | None = None, store: ModelStore | None = None) -> object:
+    """`engine.load_vec2text`, with a model made for another backbone answered like any model
+    that does not fit (409). Its manifest does not record the backbone's size, so torch finds
+    out only while copying the weights, and says so with a RuntimeError."""
+    try:
+        return engine.load_vec2text(version, store=store)
+    except (NotReadyError, ModelFileError):
+        raise
+    except RuntimeError as err:
+        raise ModelMismatchError(f"the Vec2Text model does not fit the backbone in use "
+                                 f"({engine.backbone_path or 'SmolLM2'}): {str(err).splitlines()[0]} "
+                                 "Train one for this backbone (train-vec2text).") from err
+
+
 def _run_job(worker: Worker, response: Response, name: str,
              start: Callable[[threading.Event], Generator[Progress, None, object]], background: bool) -> dict:
     job = worker.start(name, start)
@@ -202,7 +94,7 @@ def _run_job(worker: Worker, response: Response, name: str,
         response.status_code = 202
         return {"job": job.snapshot().to_dict()}
     snapshot = worker.wait(job)
-    return _plain({"job": snapshot.to_dict(history=SUMMARY_HISTORY), "metrics": getattr(job.result, "metrics", None)})
+    return plain({"job": snapshot.to_dict(history=SUMMARY_HISTORY), "metrics": getattr(job.result, "metrics", None)})
 
 
 def _engine(request: Request) -> Engine:
@@ -232,21 +124,22 @@ def initialize(engine: EngineDep, worker: WorkerDep,
             corpus = drive(engine.load_builtin(n=n or builtin_size()))
         else:
             corpus = drive(engine.load_csv(file.file.read(), text_column=text_column or None))
-        map_version = engine.load_map_for_corpus()
+        map_version, vec2text_problem = engine.load_map_for_corpus(), None
         if engine.vec2text is None:
             try:
-                engine.load_vec2text()
-            except (NotReadyError, ModelFileError):
-                pass  # none saved or shipped, or made for another embedder: train one
+                _load_vec2text(engine)
+            except (NotReadyError, ModelFileError) as err:  # none saved or shipped, or made for another setup
+                vec2text_problem = str(err)
     return {"corpus": {"name": corpus.name, "size": len(corpus)},
             "report": corpus.report.summary() if corpus.report else None,
-            "map_loaded": map_version, "vec2text_loaded": engine.vec2text is not None}
+            "map_loaded": map_version, "vec2text_loaded": engine.vec2text is not None,
+            "vec2text_problem": vec2text_problem}
 
 
 @router.get("/status")
 def status(engine: EngineDep, worker: WorkerDep) -> dict:
     corpus, pumap, vec2text, job = engine.corpus, engine.map, engine.vec2text, worker.job
-    return _plain({
+    return plain({
         "corpus": None if corpus is None else {"name": corpus.name, "size": len(corpus)},
         "map": {"loaded": pumap is not None, "metrics": None if pumap is None else pumap.metrics},
         "vec2text": {"loaded": vec2text is not None,
@@ -260,7 +153,7 @@ def status(engine: EngineDep, worker: WorkerDep) -> dict:
 def stop(worker: WorkerDep) -> dict:
     """Ask the running job to stop between two steps; it keeps what it has done."""
     job = worker.stop()
-    return {"stopping": job is not None, "job": None if job is None else _plain(job.snapshot().to_dict())}
+    return {"stopping": job is not None, "job": None if job is None else plain(job.snapshot().to_dict())}
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -268,8 +161,8 @@ def stop(worker: WorkerDep) -> dict:
 @router.post("/train-parametric-umap")
 def train_parametric_umap(engine: EngineDep, worker: WorkerDep, response: Response,
                           body: MapBody | None = None) -> dict:  # type: ignore[valid-type]
-    config = _config(ParametricUMAPConfig, body)
-    _require_corpus(engine)
+    config = config_from(ParametricUMAPConfig, body)
+    _require_corpus(engine, mappable=True)
     return _run_job(worker, response, "train-parametric-umap",
                     lambda stop: stoppable(engine.train_map(config), stop), body is not None and body.background)
 
@@ -277,7 +170,7 @@ def train_parametric_umap(engine: EngineDep, worker: WorkerDep, response: Respon
 @router.post("/train-vec2text")
 def train_vec2text(engine: EngineDep, worker: WorkerDep, response: Response,
                    body: Vec2TextBody | None = None) -> dict:  # type: ignore[valid-type]
-    config = _config(Vec2TextConfig, body)
+    config = config_from(Vec2TextConfig, body)
     _require_corpus(engine)
     return _run_job(worker, response, "train-vec2text",
                     lambda stop: engine.train_vec2text(config, stop=stop), body is not None and body.background)
@@ -289,20 +182,22 @@ def evaluate_quality(engine: EngineDep, worker: WorkerDep,
     """The map's quality and, with a Vec2Text model, that of `n` new fills of the largest gaps
     together with this server's earlier fills."""
     with worker.exclusive("evaluate-quality"):
-        return _plain(engine.evaluate(n_fills=n))
+        return plain(engine.evaluate(n_fills=n))
 
 
 # ---- saved models --------------------------------------------------------------------------
 
 @router.post("/save-parametric-umap")
 def save_parametric_umap(engine: EngineDep) -> dict:
-    version = engine.save_map()
+    with engine.lock:  # the map and the corpus fingerprint saved with it belong together
+        version = engine.save_map()
     return {"kind": MAP_KIND, "version": version, "path": str(engine.store.path(MAP_KIND, version))}
 
 
 @router.post("/save-vec2text")
 def save_vec2text(engine: EngineDep) -> dict:
-    version = engine.save_vec2text()
+    with engine.lock:
+        version = engine.save_vec2text()
     return {"kind": VEC2TEXT_KIND, "version": version, "path": str(engine.store.path(VEC2TEXT_KIND, version))}
 
 
@@ -315,7 +210,7 @@ def load_parametric_umap(engine: EngineDep, worker: WorkerDep, body: VersionRequ
         model = engine.load_map(version)
         if version is not None:
             engine.store.set_current(MAP_KIND, version)
-    return _plain({"kind": MAP_KIND, "version": engine.store.current(MAP_KIND), "metrics": model.metrics})
+    return plain({"kind": MAP_KIND, "version": engine.store.current(MAP_KIND), "metrics": model.metrics})
 
 
 @router.post("/load-vec2text")
@@ -326,23 +221,23 @@ def load_vec2text(engine: EngineDep, worker: WorkerDep, body: VersionRequest | N
     with worker.exclusive("load-vec2text"):
         if version is not None:
             _require_saved(engine.store, VEC2TEXT_KIND, version)
-        model = engine.load_vec2text(version, store=engine.store if version else None)
+        model = _load_vec2text(engine, version, store=engine.store if version else None)
         if version is not None:
             engine.store.set_current(VEC2TEXT_KIND, version)
     current = engine.store.current(VEC2TEXT_KIND)
-    return _plain({"kind": VEC2TEXT_KIND, "version": current or "shipped", "metrics": model.metrics})
+    return plain({"kind": VEC2TEXT_KIND, "version": current or "shipped", "metrics": model.metrics})
 
 
 @router.get("/models")
 def models(engine: EngineDep) -> dict:
-    return _plain({kind: engine.store.versions(kind) for kind in (MAP_KIND, VEC2TEXT_KIND)})
+    return plain({kind: engine.store.versions(kind) for kind in (MAP_KIND, VEC2TEXT_KIND)})
 
 
 # ---- gaps and fills ------------------------------------------------------------------------
 
 @router.get("/gaps")
 def gaps(engine: EngineDep, k: Annotated[int, Query(ge=1, le=100, description="How many gaps.")] = 10) -> list[dict]:
-    return _plain([{"x": g.x, "y": g.y, "radius": g.radius, "rank": g.rank} for g in engine.gaps(k)])
+    return plain([{"x": g.x, "y": g.y, "radius": g.radius, "rank": g.rank} for g in engine.gaps(k)])
 
 
 @router.post("/fill-gap")
@@ -353,7 +248,7 @@ def fill_gap(body: FillRequest, engine: EngineDep, worker: WorkerDep) -> dict:
         result = drive(engine.fill(body.x, body.y, num_steps=body.num_steps,
                                    sequence_beam_width=body.sequence_beam_width,
                                    target_aware=body.target_aware), steps.append)
-    return _plain({"result": result, "steps": steps})
+    return plain({"result": result, "steps": steps})
 
 
 @router.get("/fills.csv", response_class=Response)
@@ -376,47 +271,33 @@ def _error(status: int) -> Callable[[Request, Exception], JSONResponse]:
 
 def _invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
     # The offending input is echoed back; a NaN in it must not break the JSON of the answer.
-    return JSONResponse({"detail": _plain(jsonable_encoder(err.errors()))}, status_code=422)
+    return JSONResponse({"detail": plain(jsonable_encoder(err.errors()))}, status_code=422)
 
 
 def _internal(request: Request, err: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"internal error: {type(err).__name__}: {err}"}, status_code=500)
 
 
-class ContentLengthLimit:
-    """413, as JSON, for a body whose declared length is over the route's limit, before any of
-    it is read. (FastAPI's `max_body_size` also counts undeclared, chunked bodies, but answers a
-    declared one in plain text.)"""
-
-    def __init__(self, app: Any, limits: dict[str, int], default: int) -> None:
-        self.app, self.limits, self.default = app, limits, default
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            limit = self.limits.get(scope["path"].rstrip("/"), self.default)
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > limit:
-                response = JSONResponse({"detail": f"the request body is over the limit of {limit} bytes"}, 413)
-                return await response(scope, receive, send)
-        await self.app(scope, receive, send)
-
-
-def create_app(engine: Engine | None = None) -> FastAPI:
-    """The API over `engine` (default: a new engine configured from the environment)."""
+def create_app(engine: Engine | None = None, *, token: str | None = None) -> FastAPI:
+    """The API over `engine` (default: a new engine configured from the environment); with a
+    `token`, every request that changes the server must send `Authorization: Bearer <token>`."""
     app = FastAPI(title="GapFill", summary="Write the documents a corpus is missing.")
     app.state.engine = engine or Engine()
     app.state.worker = Worker()
     app.include_router(router)
-    for exc_type, status in ((NotReadyError, 409), (Busy, 409), (ModelFileError, 409),
-                             (CorpusError, 422), (ValueError, 422)):
+    for exc_type, status in ((NotReadyError, 409), (Busy, 409), (ModelFileError, 409), (QueueFull, 429),
+                             (CorpusError, 422), (CorpusTooLarge, 413), (ValueError, 422)):
         app.add_exception_handler(exc_type, _error(status))
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _internal)
     app.add_middleware(ContentLengthLimit, limits={f"{PREFIX}/initialize": UPLOAD_LIMIT_BYTES},
                        default=JSON_LIMIT_BYTES)
+    if token is not None:  # added last, so it runs first: no body is read for a refused request
+        app.add_middleware(BearerToken, token=token, protected_reads=frozenset({f"{PREFIX}/evaluate-quality"}))
     return app
 
 
 def app_factory() -> FastAPI:
-    """For `uvicorn --factory gapfill.api:app_factory` (what `gapfill serve` runs)."""
-    return create_app()
+    """For `uvicorn --factory gapfill.api:app_factory`: requires the token of $GAPFILL_API_TOKEN
+    when it is set (uvicorn does not tell the app its address; `gapfill serve` does better)."""
+    return create_app(token=token_from_env())

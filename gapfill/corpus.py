@@ -4,7 +4,9 @@ is in `gapfill.wordnet`).
 Everything downstream (embedding, projection, gap finding) wants the same thing: unique,
 non-empty texts of bounded length with stable ids, optionally labels and precomputed
 embeddings. Loading is strict and all-or-nothing so a bad upload fails with a message that
-says what to fix instead of producing a half-loaded map.
+says what to fix instead of producing a half-loaded map; what can be repaired (encodings,
+HTML, empty, duplicate and overlong texts: see `gapfill.cleaning`) is repaired and counted
+in the corpus's `LoadReport`.
 """
 from __future__ import annotations
 
@@ -21,9 +23,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gapfill.cleaning import DecodeError, clean_texts, decode
+
 logger = logging.getLogger(__name__)
 
 DELIMITERS = (",", ";", "\t", "|")
+# The fewest documents a map is drawn from. UMAP's spectral start needs 4 (with 3, umap's
+# `spectral_layout` raises a TypeError), but `Engine.train_map` scores every map by its
+# trustworthiness over 15 neighbours, whose normalisation 2 / (n k (2n - 3k - 1)) (Venna &
+# Kaski; `gapfill.map_metrics`) is only positive for n >= 24: with 23 documents it divides by
+# zero, below that it scores above 1. The loader accepts fewer; front-ends check `map_problem`
+# before they replace the corpus or start a training.
+MIN_MAP_DOCUMENTS = 24
 
 
 class CorpusError(ValueError):
@@ -38,6 +49,10 @@ class CorpusError(ValueError):
         self.columns = columns
 
 
+class CorpusTooLarge(CorpusError):
+    """The file is over the size limit (the API answers 413)."""
+
+
 @dataclass(frozen=True)
 class LoadReport:
     """What loading did to the rows, so the user can see why the corpus is smaller than the file."""
@@ -49,6 +64,9 @@ class LoadReport:
     text_column: str
     encoding: str = "utf-8"
     delimiter: str = ","
+    html_stripped: int = 0  # texts whose HTML markup was turned into plain text
+    undecodable: int = 0  # damaged UTF-8 byte sequences, each replaced by U+FFFD
+    max_chars: int | None = None  # the length limit texts were cut to
 
     @property
     def rows_kept(self) -> int:
@@ -56,12 +74,19 @@ class LoadReport:
 
     def summary(self) -> str:
         delimiter = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}[self.delimiter]
-        return (
+        limit = "the limit" if self.max_chars is None else f"{self.max_chars} characters"
+        out = (
             f"Read {_count(self.rows_read, 'row')} ({self.encoding}, {delimiter}-separated) and kept "
             f"{_count(self.rows_kept, 'text')} from column '{self.text_column}': dropped "
             f"{self.dropped_empty} empty and {self.dropped_duplicate} duplicate, truncated "
-            f"{self.truncated} longer than the limit."
+            f"{self.truncated} longer than {limit}."
         )
+        if self.html_stripped:
+            out += f" Turned the HTML of {_count(self.html_stripped, 'text')} into plain text."
+        if self.undecodable:
+            out += (f" Replaced {_count(self.undecodable, 'undecodable byte sequence')} with \ufffd "
+                    "(the file is not quite UTF-8).")
+        return out
 
 
 def _count(n: int, noun: str) -> str:
@@ -126,6 +151,19 @@ class Corpus:
         )
 
 
+def map_problem(corpus: Corpus, embedding_dim: int | None = None) -> str | None:
+    """Why no map can be drawn from `corpus` (embedded into `embedding_dim` dimensions), as a
+    sentence that says what to fix; None when a map can be drawn."""
+    if len(corpus) < MIN_MAP_DOCUMENTS:
+        return (f"{corpus.name} has {_count(len(corpus), 'usable document')} and a map needs at least "
+                f"{MIN_MAP_DOCUMENTS}: add rows with distinct, non-empty texts.")
+    given = None if corpus.embeddings is None else corpus.embeddings.shape[1]
+    if embedding_dim is not None and given is not None and given != embedding_dim:
+        return (f"the file's embeddings have {given} dimensions but the embedder gives {embedding_dim}: "
+                "drop the embedding column or use the matching embedder.")
+    return None
+
+
 # --------------------------------------------------------------------------- CSV
 
 
@@ -136,19 +174,26 @@ def load_csv(
     max_bytes: int = 50 * 2**20,
     max_chars: int = 2000,
     name: str | None = None,
+    strip_html: bool = True,
 ) -> Corpus:
     """Load a CSV of documents (a path, or the bytes of an upload), all or nothing.
 
     The text column is `text_column`, else `content`, else `text`, else the only text-like
-    column. Optional columns: `id`, `label`, `embedding` (a JSON list per row). Empty and
-    duplicate texts are dropped and texts over `max_chars` cut, as counted in `.report`.
+    column. Optional columns: `id`, `label`, `embedding` (a JSON list per row). HTML is turned
+    into its visible text (unless `strip_html=False`), empty and duplicate texts are dropped
+    and texts over `max_chars` cut, each counted in `.report`; `gapfill.cleaning` says how
+    encodings and markup are handled. A file over `max_bytes` raises `CorpusTooLarge`.
     """
     raw, name = _read_source(source, max_bytes, name)
-    text, encoding = _decode(raw)
-    frame, delimiter = _parse_frame(text)
+    try:
+        decoded = decode(raw)
+    except DecodeError as exc:
+        raise CorpusError(str(exc)) from exc
+    frame, delimiter = _parse_frame(decoded.text)
     special = {k: _find_column(list(frame.columns), k) for k in ("id", "label", "embedding")}
     column = _choose_text_column(frame, text_column, special)
-    kept, (dropped_empty, dropped_duplicate, truncated) = _clean_texts(frame[column].tolist(), max_chars)
+    cleaned = clean_texts(frame[column].tolist(), max_chars, strip_html)
+    kept = cleaned.kept
     if not kept:
         raise CorpusError(f"No documents left: every row of column '{column}' is empty. Pick another text column.")
     rows = list(kept)
@@ -160,7 +205,8 @@ def load_csv(
     embeddings = None
     if special["embedding"]:
         embeddings = _stack_embeddings([(r, _parse_embedding(frame[special["embedding"]].iat[r], r)) for r in rows])
-    report = LoadReport(len(frame), dropped_empty, dropped_duplicate, truncated, column, encoding, delimiter)
+    report = LoadReport(len(frame), cleaned.empty, cleaned.duplicate, cleaned.truncated, column, decoded.encoding,
+                        delimiter, cleaned.html, decoded.undecodable, max_chars)
     logger.info("%s: %s", name, report.summary())
     return Corpus(tuple(ids), tuple(kept.values()), labels, embeddings, name, report)
 
@@ -173,10 +219,10 @@ def _read_source(source: str | Path | bytes, max_bytes: int, name: str | None) -
         if not path.is_file():
             raise CorpusError(f"No such file: {path}. Check the path.")
         if path.stat().st_size > max_bytes:  # check before reading a huge file into memory
-            raise CorpusError(_too_large(path.stat().st_size, max_bytes))
+            raise CorpusTooLarge(_too_large(path.stat().st_size, max_bytes))
         raw, name = path.read_bytes(), name or path.stem
     if len(raw) > max_bytes:
-        raise CorpusError(_too_large(len(raw), max_bytes))
+        raise CorpusTooLarge(_too_large(len(raw), max_bytes))
     return raw, name
 
 
@@ -213,45 +259,13 @@ def _parse_frame(text: str) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows, columns=header, dtype=str), delimiter
 
 
-def _clean_texts(values: list[str], max_chars: int) -> tuple[dict[int, str], tuple[int, int, int]]:
-    """Kept texts by row, and the counts (empty, duplicate, truncated) of what was changed.
-
-    Duplicates are judged after truncation so the corpus never holds two equal texts.
-    """
-    kept: dict[int, str] = {}
-    seen: set[str] = set()
-    empty = duplicate = truncated = 0
-    for row, value in enumerate(values):
-        doc = value.strip()
-        if not doc:
-            empty += 1
-            continue
-        cut = len(doc) > max_chars
-        doc = doc[:max_chars].rstrip() if cut else doc
-        if doc in seen:
-            duplicate += 1
-            continue
-        seen.add(doc)
-        kept[row] = doc
-        truncated += cut
-    return kept, (empty, duplicate, truncated)
-
-
 def _too_large(size: int, max_bytes: int) -> str:
-    return (
-        f"The file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.1f} MiB limit. "
-        "Upload a smaller sample of the corpus."
-    )
+    def readable(n: int) -> str:
+        return f"{n / 2**20:.1f} MiB" if n >= 2**20 else _count(n, "byte")
 
-
-def _decode(raw: bytes) -> tuple[str, str]:
-    if b"\x00" in raw:  # UTF-16, a spreadsheet or another binary file: latin-1 would 'succeed'
-        raise CorpusError("The file is not text (it contains NUL bytes). Save it as a UTF-8 CSV and upload again.")
-    try:
-        return raw.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError as exc:
-        logger.warning("CSV is not valid UTF-8 (%s); reading it as latin-1, accents may be wrong.", exc)
-        return raw.decode("latin-1"), "latin-1"
+    limit, shown = readable(max_bytes), readable(size)
+    over = f"{_count(size - max_bytes, 'byte')} over" if shown == limit else f"{shown}, over"
+    return f"The file is {over} the {limit} limit. Upload a smaller sample of the corpus."
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -287,11 +301,17 @@ def _choose_text_column(frame: pd.DataFrame, given: str | None, special: dict[st
     candidates = [c for c in columns if c not in special.values() and _is_text_like(frame[c])]
     if len(candidates) == 1:
         return candidates[0]
-    choices = candidates or columns
+    if not candidates:
+        raise CorpusError(
+            f"No column holds text: {', '.join(columns)} {'holds' if len(columns) == 1 else 'hold'} numbers, "
+            "ids or nothing. Add a column of "
+            "documents named 'text', or choose the column to use.",
+            columns,
+        )
     raise CorpusError(
-        f"Which column holds the documents? Candidates: {', '.join(choices)}. "
+        f"Which column holds the documents? Candidates: {', '.join(candidates)}. "
         "Choose one, or name it 'text'.",
-        choices,
+        candidates,
     )
 
 

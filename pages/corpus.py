@@ -1,7 +1,7 @@
 """Corpus: upload a CSV of documents, or return to the built-in WordNet corpus."""
 import streamlit as st
 
-from gapfill.corpus import CorpusError
+from gapfill.corpus import CorpusError, map_problem
 from gapfill.wordnet import WORDNET_ATTRIBUTION
 from ui import panels, state
 
@@ -22,7 +22,8 @@ upload = st.file_uploader(
     f"One document per row, up to {limit_mib:.0f} MiB", type=["csv", "tsv", "txt"], key=state.UPLOAD,
     help="The text column is 'content' or 'text', else the only text column (you choose when it is not "
          "clear). Optional columns: id, label, embedding (a JSON list per row). Comma, semicolon, tab or "
-         "pipe separated; UTF-8.",
+         "pipe separated; UTF-8, or UTF-16 with a byte-order mark (legacy Windows files are read as cp1252). "
+         "HTML is turned into plain text; empty and duplicate texts are dropped and long ones cut, with counts.",
 )
 if upload is not None:
     data = upload.getvalue()
@@ -31,8 +32,12 @@ if upload is not None:
         st.caption(parsed.report.summary())
         st.dataframe(parsed.to_frame().drop(columns="embedding", errors="ignore").head(50), hide_index=True,
                      width="stretch")
-        if st.button(f"Use these {len(parsed)} documents", type="primary",
-                     help="Embeds them and trains a map (or loads the saved one made for them)."):
+        # Refused here, before the corpus in use is replaced: the map is trained right after.
+        problem = map_problem(parsed, eng.embedder.dim)
+        if problem is not None:
+            st.error(f"This file cannot replace the corpus: {problem}")
+        elif st.button(f"Use these {len(parsed)} documents", type="primary",
+                       help="Embeds them and trains a map (or loads the saved one made for them)."):
             try:
                 state.use_csv(eng, data, column)
             except (CorpusError, ValueError) as err:

@@ -8,8 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -18,7 +21,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from gapfill.api import create_app
+from gapfill.api import app_factory, create_app, is_loopback, serving_token
 from gapfill.backbone import backbone_dir, build_tiny_backbone
 from gapfill.engine import Engine
 from gapfill.storage import ModelStore
@@ -249,3 +252,223 @@ def test_the_pipeline_script_trains_and_saves_both_models_on_a_live_server(live_
     assert run.returncode == 0, run.stderr
     assert ModelStore(store).current("pumap") == "v0001" and ModelStore(store).current("vec2text") == "v0001"
     assert '"version":"v0001"' in run.stdout.replace(" ", "")
+
+
+# ---- fills sent together -------------------------------------------------------------------
+
+def _gated_fill(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make `engine.fill` set `entered` when it starts, then wait for `gate`: a fill that runs
+    for as long as the test needs."""
+    entered, gate, real = threading.Event(), threading.Event(), engine.fill
+
+    def fill(*args, **kwargs):
+        entered.set()
+        assert gate.wait(60), "the test never opened the gate"
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(engine, "fill", fill)
+    return entered, gate
+
+
+def _gap_body(client: TestClient) -> dict:
+    gap = client.get(f"{API}/gaps", params={"k": 1}).json()[0]
+    return {"x": gap["x"], "y": gap["y"], "num_steps": 1, "sequence_beam_width": 2}
+
+
+def test_fills_sent_together_wait_their_turn_and_are_all_served(client: TestClient, monkeypatch) -> None:
+    client = _trained(client)
+    engine, body = client.app.state.engine, _gap_body(client)
+    fills_before = len(engine.fills)
+    entered, gate = _gated_fill(engine, monkeypatch)
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(client.post, f"{API}/fill-gap", json=body)
+        assert entered.wait(30)
+        queued = [pool.submit(client.post, f"{API}/fill-gap", json=body) for _ in range(2)]
+        deadline, busy = time.monotonic() + 30, None
+        while time.monotonic() < deadline:  # a training is refused, naming the queue, once both wait
+            busy = client.post(f"{API}/train-parametric-umap", json=MAP)
+            if "2 more waiting" in busy.json()["detail"]:
+                break
+            time.sleep(0.05)
+        assert busy.status_code == 409 and busy.json()["detail"].startswith("a fill-gap request is running (2 more")
+        assert client.get(f"{API}/status").status_code == 200  # reads are answered meanwhile
+        gate.set()
+        answers = [f.result(timeout=120) for f in (first, *queued)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert all(-1 <= a.json()["result"]["cosine"] <= 1 for a in answers)
+    assert len(engine.fills) == fills_before + 3
+
+
+def test_a_fill_beyond_the_queue_is_refused_with_429(client: TestClient, monkeypatch) -> None:
+    client = _trained(client)
+    engine, body = client.app.state.engine, _gap_body(client)
+    monkeypatch.setattr(client.app.state.worker, "max_waiting", 1)
+    entered, gate = _gated_fill(engine, monkeypatch)
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(client.post, f"{API}/fill-gap", json=body)
+        assert entered.wait(30)
+        waiting = pool.submit(client.post, f"{API}/fill-gap", json=body)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the second fill waits: a training's refusal says so
+            if "1 more waiting" in client.post(f"{API}/train-vec2text", json=V2T).json()["detail"]:
+                break
+            time.sleep(0.05)
+        refused = client.post(f"{API}/fill-gap", json=body)
+        gate.set()
+        assert running.result(timeout=120).status_code == 200 and waiting.result(timeout=120).status_code == 200
+    assert refused.status_code == 429 and "the queue is full" in refused.json()["detail"]
+
+
+# ---- a token beyond loopback ---------------------------------------------------------------
+
+TOKEN = "s3cret-token-for-the-tests"
+
+
+@pytest.fixture()
+def guarded(tiny_st_model_dir: Path, tiny_backbone: Path, tmp_path: Path) -> TestClient:
+    """A server as `gapfill serve --host 0.0.0.0` makes it: every change needs the token."""
+    engine = Engine(embedder_model=str(tiny_st_model_dir), store=ModelStore(tmp_path / "models"),
+                    backbone_path=tiny_backbone)
+    return TestClient(create_app(engine, token=TOKEN))
+
+
+def test_beyond_loopback_every_change_needs_the_token_and_reads_stay_open(guarded: TestClient) -> None:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    posts = sorted(path for path, ops in guarded.app.openapi()["paths"].items() if "post" in ops)
+    assert len(posts) == 9
+    for path in posts:
+        answer = guarded.post(path, json={})
+        assert answer.status_code == 401, path
+        assert answer.headers["www-authenticate"] == "Bearer" and "no token" in answer.json()["detail"]
+    wrong = guarded.post(f"{API}/initialize", params={"n": 20}, headers={"Authorization": "Bearer guess"})
+    assert wrong.status_code == 401 and "a wrong token" in wrong.json()["detail"]
+    huge = guarded.post(f"{API}/initialize", files={"file": ("c.csv", b"text\n" + b"x" * (51 * 2**20))})
+    assert huge.status_code == 401, "refused before the body is read"
+    assert guarded.get(f"{API}/evaluate-quality").status_code == 401  # it writes new fills
+    assert guarded.get(f"{API}/status").json()["corpus"] is None, "nothing changed"
+
+    assert guarded.post(f"{API}/initialize", params={"n": 20}, headers=bearer).json()["corpus"]["size"] == 20
+    assert guarded.get(f"{API}/status").json()["corpus"]["size"] == 20
+    assert guarded.get(f"{API}/gaps").status_code == 409  # open, and says a map is missing
+    assert guarded.get(f"{API}/models").status_code == 200 and guarded.get(f"{API}/fills.csv").status_code == 200
+    assert guarded.get(f"{API}/evaluate-quality", headers=bearer).status_code == 409
+    assert guarded.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost"])
+def test_loopback_needs_no_token(host: str, fresh: TestClient) -> None:
+    assert is_loopback(host) and serving_token(host, {}) is None
+    assert fresh.post(f"{API}/stop").status_code == 200  # create_app without a token: no header needed
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "gapfill.example.org"])
+def test_other_hosts_need_a_long_enough_token_from_the_environment(host: str) -> None:
+    assert not is_loopback(host)
+    with pytest.raises(ValueError, match="set GAPFILL_API_TOKEN to a secret of at least 16 characters"):
+        serving_token(host, {})
+    with pytest.raises(ValueError, match="GAPFILL_API_TOKEN is 5 characters; use at least 16"):
+        serving_token(host, {"GAPFILL_API_TOKEN": "short"})
+    assert serving_token(host, {"GAPFILL_API_TOKEN": f"  {TOKEN}\n"}) == TOKEN
+
+
+def test_serve_beyond_loopback_without_a_token_refuses_to_start(monkeypatch, capsys) -> None:
+    from gapfill.cli import main
+
+    monkeypatch.delenv("GAPFILL_API_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "9"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("gapfill: error: --host 0.0.0.0 is reachable from other machines")
+    assert "GAPFILL_API_TOKEN" in error and "serving the API" not in error
+
+
+def test_the_uvicorn_factory_requires_the_token_when_the_variable_is_set(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("GAPFILL_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("GAPFILL_API_TOKEN", TOKEN)
+    guarded = TestClient(app_factory())
+    assert guarded.post(f"{API}/stop").status_code == 401
+    assert guarded.post(f"{API}/stop", headers={"Authorization": f"Bearer {TOKEN}"}).json()["stopping"] is False
+    monkeypatch.delenv("GAPFILL_API_TOKEN")
+    assert TestClient(app_factory()).post(f"{API}/stop").status_code == 200
+
+
+# ---- load on a live server -----------------------------------------------------------------
+
+def test_the_load_benchmark_on_tiny_models_sees_no_errors(tiny_st_model_dir: Path, tiny_backbone: Path) -> None:
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--tiny", "--embedder",
+                          str(tiny_st_model_dir), "--backbone", str(tiny_backbone), "--clients", "3", "--fills", "3",
+                          "--status-interval", "0.1", "--time-limit", "120"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert figures["errors"] == 0 and figures["refused_409"] == 0 and figures["refused_429"] == 0
+    assert figures["fill_s"]["n_ok"] == 3 and figures["fill_s"]["p95"] >= figures["fill_s"]["p50"] > 0
+    assert figures["status_ms"]["n_ok"] >= 1 and figures["status_ms"]["codes"] == {"200": figures["status_ms"]["n_ok"]}
+    assert 0 < figures["rss_mib"]["before"] <= figures["rss_mib"]["peak"]
+
+
+# ---- a property-based run over the OpenAPI schema ------------------------------------------
+
+# Reads and fills first, corpus loads last: a random corpus leaves no map to fill.
+ORDER = ("GET", "POST /fill-gap", "POST /stop", "POST /train", "POST /save", "POST /load", "POST /initialize")
+EXAMPLES = 10  # per operation and mode
+# The slow ones get fewer valid examples: an evaluation (~7 s on two busy cores even with no
+# new fill, which is all it is asked for: the invalid run tries `n` out of range) and the gap
+# search (~1 s: scipy's find_simplex on float32 map positions).
+VALID_EXAMPLES = {"GET /evaluate-quality": 1, "GET /gaps": 4}
+FIXED_QUERY = {"GET /evaluate-quality": {"n": 0}}
+
+
+def test_a_property_based_run_over_the_openapi_schema_finds_no_server_error(client: TestClient, monkeypatch) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+
+    engine = _trained(client).app.state.engine
+    trainings = Counter()
+
+    def instant(kind: str, model):
+        """A training that ends at once, keeping the model: any valid config may legally ask for
+        hours of it (n_epochs and the layer widths have no upper bound). The configs are still
+        parsed and validated by the handlers; training itself is the pipeline test's."""
+        def train(config=None, **kwargs):
+            trainings[kind] += 1
+            return model
+            yield  # a generator of no events
+
+        return train
+
+    monkeypatch.setattr(engine, "train_map", instant("map", engine.map))
+    monkeypatch.setattr(engine, "train_vec2text", instant("vec2text", engine.vec2text))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(engine))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    label = lambda op: f"{op.method.upper()} {op.path.removeprefix(API)}"  # noqa: E731
+    operations.sort(key=lambda op: next(i for i, p in enumerate(ORDER) if label(op).startswith(p)))
+    cases, statuses, server_errors, no_negative, seconds = Counter(), Counter(), [], [], Counter()
+    for op in operations:
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            valid = mode == schemathesis.GenerationMode.POSITIVE
+            examples = VALID_EXAMPLES.get(label(op), EXAMPLES) if valid else EXAMPLES
+
+            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(case=op.as_strategy(generation_mode=mode, query=FIXED_QUERY.get(label(op)) if valid else None))
+            def send(case) -> None:
+                response = case.call(timeout=120)
+                cases[mode.value] += 1
+                statuses[response.status_code] += 1
+                if response.status_code >= 500:
+                    server_errors.append(f"{label(op)} {mode.value}: {response.status_code} {response.text[:300]}")
+
+            started = time.perf_counter()
+            try:
+                send()
+            except Unsatisfiable:  # nothing to make invalid: the operation takes no input
+                no_negative.append(label(op))
+            seconds[label(op)] += time.perf_counter() - started
+    print(f"\nschemathesis {schemathesis.__version__}: {len(operations)} operations, {sum(cases.values())} cases "
+          f"({dict(cases)}), {len(server_errors)} server errors; statuses {dict(sorted(statuses.items()))}; "
+          f"trainings started {dict(trainings)}; no invalid input possible for {no_negative}; "
+          f"seconds {({k: round(v, 1) for k, v in seconds.items()})}")
+    assert len(operations) == 14 and sum(cases.values()) >= len(operations) * 2
+    assert not server_errors, server_errors

@@ -72,7 +72,7 @@ def test_latin1_falls_back_with_a_warning(caplog):
 
 def test_binary_bytes_raise_a_clear_error():
     with pytest.raises(CorpusError, match="UTF-8 CSV"):
-        load_csv("text\nhello\n".encode("utf-16"))
+        load_csv("text\nhello\n".encode("utf-16-le"))  # no byte-order mark: NUL bytes, not text
 
 
 @pytest.mark.parametrize("delimiter", [";", "\t", "|"])

@@ -1,0 +1,104 @@
+"""The REST API's long work, one task at a time: what is served, what waits, what is refused.
+
+- A training runs as a `gapfill.jobs.Job` in its own thread. While it runs, every other task
+  is refused with `Busy` (the API answers 409): a fill must not read a map or a Vec2Text
+  model that the training is about to replace.
+- Request-thread tasks (fills, evaluations, corpus and model loads) are served one at a time,
+  in order of arrival: a fill sent while another fill runs waits for it and is then served.
+  At most `max_waiting` tasks wait; one more is refused with `QueueFull` (the API answers 429),
+  so that a burst of clients cannot pile up unbounded work.
+- A training is refused with `Busy` while any request task runs or waits.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from gapfill.events import Progress
+from gapfill.jobs import Job, JobSnapshot
+
+T = TypeVar("T")
+
+MAX_WAITING = 8  # request tasks queued behind the running one (a fill takes ~10-20 s on CPU)
+
+
+class Busy(RuntimeError):
+    """The task conflicts with the work in progress; the message names it and what to do."""
+
+
+class QueueFull(RuntimeError):
+    """Too many requests already wait their turn; the message says how many."""
+
+
+class Worker:
+    """A training `Job` alone, or request tasks one after another (see the module docstring)."""
+
+    def __init__(self, max_waiting: int = MAX_WAITING) -> None:
+        self.max_waiting = max_waiting
+        self._turns = threading.Condition()  # guards every field below
+        self.job: Job | None = None  # the running or the last training job
+        self._job_error: list[Exception] = []
+        self._tasks: list[str] = []  # request tasks, the running one first, then the waiting ones
+        self._next_ticket = 0  # tickets serve the waiting tasks in order of arrival
+        self._serving = 0
+
+    def _refuse_during_training(self) -> None:  # the condition's lock is held
+        if self.job is not None and self.job.running:
+            raise Busy(f"a {self.job.name} job is running; wait for it or POST stop")
+
+    def start(self, name: str, start: Callable[[threading.Event], Generator[Progress, None, T]]) -> Job:
+        """Run a training in its own thread; `Busy` while a training or a request task runs."""
+        caught: list[Exception] = []
+
+        def run(stop: threading.Event) -> Generator[Progress, None, T]:
+            try:
+                return (yield from start(stop))
+            except Exception as err:  # kept so `wait` can answer it like an error of any call
+                caught.append(err)
+                raise
+
+        with self._turns:
+            self._refuse_during_training()
+            if self._tasks:
+                waiting = f" ({len(self._tasks) - 1} more waiting)" if len(self._tasks) > 1 else ""
+                raise Busy(f"a {self._tasks[0]} request is running{waiting}; wait for it")
+            self.job, self._job_error = Job(name, run), caught
+            return self.job
+
+    def wait(self, job: Job) -> JobSnapshot:
+        """Block until `job` ends; re-raise its error, so that a bad setting found during
+        training gets the same answer as one found before."""
+        errors = self._job_error if job is self.job else []
+        snapshot = job.wait()
+        if snapshot.state == "failed" and errors:
+            raise errors[0]
+        return snapshot
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Wait for this request task's turn and hold it for the `with` block."""
+        with self._turns:
+            self._refuse_during_training()
+            if len(self._tasks) > self.max_waiting:
+                raise QueueFull(f"the queue is full: a {self._tasks[0]} request is running and "
+                                f"{len(self._tasks) - 1} wait, the most that may; retry when one has been answered")
+            ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
+            self._tasks.append(name)
+            self._turns.wait_for(lambda: self._serving == ticket)
+        try:
+            yield
+        finally:
+            with self._turns:
+                self._tasks.pop(0)  # this task: tickets are served in the order tasks were listed
+                self._serving += 1
+                self._turns.notify_all()
+
+    def stop(self) -> Job | None:
+        """Ask the running job to stop; the job it asked, or None when none runs."""
+        with self._turns:
+            job = self.job if self.job is not None and self.job.running else None
+        if job is not None:
+            job.stop()
+        return job
