@@ -19,6 +19,11 @@ import time
 from collections import Counter
 
 import numpy as np
+from pathlib import Path
+
+# Python puts this script's folder first on the path, where bench/gapfill.py would stand
+# in for the gapfill package: the repository root goes there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
 def bleu(hypotheses: list[str], references: list[str], n: int = 4) -> float:

@@ -76,11 +76,64 @@ def _corpus_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train_map(args: argparse.Namespace) -> int:
     from gapfill.pumap import ParametricUMAPConfig
+    from gapfill.storage import ModelStore
 
     engine = _engine_with_corpus(args)
     model = _render(engine.train_map(_config(ParametricUMAPConfig, args)), "map")
-    version = engine.save_map()
+    version = engine.save_map(ModelStore(args.save_to) if args.save_to else None)
     print(json.dumps({"version": version, "metrics": model.metrics}))
+    return 0
+
+
+def _engine_ready(args: argparse.Namespace):
+    """An engine with the corpus, its saved (or shipped) map and Vec2Text model."""
+    engine = _engine_with_corpus(args)
+    if engine.load_map_for_corpus() is None:
+        raise RuntimeError("no saved map for this corpus: run `gapfill train-map` first")
+    engine.load_vec2text()
+    return engine
+
+
+def _render_fill(gen) -> object:
+    """Drive a fill with a bar over its correction steps, the best text so far beside it."""
+    from tqdm import tqdm
+
+    with tqdm(desc="fill", unit="step", dynamic_ncols=True) as bar:
+        while True:
+            try:
+                step = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            bar.set_postfix({"cos": f"{step.best.cosine:.3f}", "distance": f"{step.best.distance:.3f}"}, refresh=False)
+            bar.update(1)
+            tqdm.write(f"step {step.step}: {step.best.text}", file=sys.stderr)  # stdout: the JSON
+
+
+def cmd_fill(args: argparse.Namespace) -> int:
+    if args.gaps is None and (args.x is None or args.y is None):
+        raise ValueError("give a point (X Y) or --gaps K to fill the K largest gaps")
+    engine = _engine_ready(args)
+    kw = {"num_steps": args.num_steps, "sequence_beam_width": args.sequence_beam_width,
+          "target_aware": not args.cosine_only}
+    points = [(args.x, args.y)] if args.gaps is None else [(g.x, g.y) for g in engine.gaps(args.gaps)]
+    results = [_render_fill(engine.fill(x, y, **kw)) for x, y in points]
+    if args.save_csv:
+        engine.fills_frame().to_csv(args.save_csv, index=False)
+    print(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+    return 0
+
+
+def cmd_gaps(args: argparse.Namespace) -> int:
+    engine = _engine_with_corpus(args)
+    if engine.load_map_for_corpus() is None:
+        raise RuntimeError("no saved map for this corpus: run `gapfill train-map` first")
+    print(json.dumps([dataclasses.asdict(g) for g in engine.gaps(args.k)], indent=1))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    engine = _engine_ready(args)
+    print(json.dumps(engine.evaluate(n_fills=args.fills), indent=1, default=float))
     return 0
 
 
@@ -95,11 +148,8 @@ def cmd_train_vec2text(args: argparse.Namespace) -> int:
                                           resume=args.resume), "vec2text")
     store = ModelStore(args.save_to) if args.save_to else None
     version = engine.save_vec2text(store)
-    if args.save_to:  # ship the map beside it, so that the pair is complete
-        target = ModelStore(args.save_to)
-        if target.current(MAP_KIND) is None:
-            target.save(MAP_KIND, engine.map.state_tensors(), engine.map.manifest() | {
-                "embedder": engine.embedder.model_id, "corpus_fingerprint": engine.corpus.fingerprint()})
+    if args.save_to and store.current(MAP_KIND) is None:  # ship the map beside it: the pair is complete
+        engine.save_map(store)
     print(json.dumps({"version": version, "metrics": model.metrics}))
     return 0
 
@@ -107,12 +157,17 @@ def cmd_train_vec2text(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gapfill.api import PREFIX
+    from gapfill.api import PREFIX, create_app, serving_token
 
+    # Beyond loopback a token is required; without $GAPFILL_API_TOKEN this raises ValueError
+    # saying what to set, and `main` exits with it before anything listens.
+    token = serving_token(args.host)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    auth = "; requests that change the server need 'Authorization: Bearer $GAPFILL_API_TOKEN'" if token else ""
+    print(f"gapfill: serving the API on http://{host}:{args.port}{PREFIX}/ (OpenAPI docs on /docs){auth}",
+          file=sys.stderr, flush=True)
     # One process: the engine and its running job live in memory, so no --workers.
-    print(f"gapfill: serving the API on http://{args.host}:{args.port}{PREFIX}/ "
-          f"(OpenAPI docs on /docs)", file=sys.stderr, flush=True)
-    uvicorn.run("gapfill.api:app_factory", factory=True, host=args.host, port=args.port)
+    uvicorn.run(create_app(token=token), host=args.host, port=args.port)
     return 0
 
 
@@ -127,7 +182,31 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train-map", help="train a Parametric UMAP map of a corpus and save it")
     _corpus_options(p)
     _add_config_options(p, ParametricUMAPConfig)
+
+    p.add_argument("--save-to", type=Path, default=None,
+                   help="a model store folder (e.g. assets/models to ship a map); default: the user's store")
     p.set_defaults(func=cmd_train_map)
+
+    p = sub.add_parser("gaps", help="list the largest empty regions of the corpus's saved map")
+    _corpus_options(p)
+    p.add_argument("-k", type=int, default=10, help="how many gaps (default: 10)")
+    p.set_defaults(func=cmd_gaps)
+
+    p = sub.add_parser("fill", help="write the text for a point of the map, or for its largest gaps")
+    _corpus_options(p)
+    p.add_argument("x", type=float, nargs="?", help="the point's x on the map")
+    p.add_argument("y", type=float, nargs="?", help="the point's y on the map")
+    p.add_argument("--gaps", type=int, default=None, metavar="K", help="fill the K largest gaps instead of a point")
+    p.add_argument("--num-steps", type=int, default=None, help="correction steps (default: the model's)")
+    p.add_argument("--sequence-beam-width", type=int, default=None, help="hypotheses kept per step (default: the model's)")
+    p.add_argument("--cosine-only", action="store_true", help="rank texts by cosine alone, not also by where they land")
+    p.add_argument("--save-csv", type=Path, default=None, help="also write the fills to this CSV file")
+    p.set_defaults(func=cmd_fill)
+
+    p = sub.add_parser("evaluate", help="the quality metrics of the map and of fills of its largest gaps")
+    _corpus_options(p)
+    p.add_argument("--fills", type=int, default=3, help="largest gaps to fill for the text metrics (default: 3)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train-vec2text", help="train Vec2Text on a corpus (and its map) and save it")
     _corpus_options(p)
@@ -139,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_train_vec2text)
 
     p = sub.add_parser("serve", help="serve the REST API (the engine configured from GAPFILL_* variables)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only); any other address "
+                        "requires a token in GAPFILL_API_TOKEN on every request that changes the server")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     p.set_defaults(func=cmd_serve)
 

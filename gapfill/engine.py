@@ -120,8 +120,9 @@ class Engine:
         with self.lock:
             self.map, self.positions = model, positions
 
-    def save_map(self) -> str:
-        """Save the current map as a new version; returns its version id."""
+    def save_map(self, store: ModelStore | None = None) -> str:
+        """Save the current map as a new version (of `store`, default the engine's); returns
+        its version id."""
         model = self._require_map()
         manifest = model.manifest() | {
             "embedder": self.embedder.model_id,
@@ -129,7 +130,7 @@ class Engine:
             "corpus_name": self.corpus.name,
             "n_documents": len(self.corpus),
         }
-        return self.store.save(MAP_KIND, model.state_tensors(), manifest)
+        return (store or self.store).save(MAP_KIND, model.state_tensors(), manifest)
 
     def load_map(self, version: str | None = None, store: ModelStore | None = None) -> ParametricUMAP:
         """Load a saved map (the current version by default) for this corpus and embedder."""
