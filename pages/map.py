@@ -9,7 +9,8 @@ st.caption("The corpus on a 2D map. Click an empty region: Vec2Text writes the d
 
 eng = state.ready_engine()
 model_ready = state.vec2text_ready(eng)
-if not model_ready:
+loading = state.vec2text_loading()
+if not model_ready and loading is None:
     st.info(f"Clicks cannot be filled yet: {state.vec2text_problem()}")
     st.page_link("pages/train.py", label="Train a Vec2Text model on the Train page", icon=":material/model_training:")
 
@@ -38,7 +39,19 @@ map_column.plotly_chart(fig, key=state.MAP_CHART, on_select=state.remember_click
 map_column.caption(f"{len(view.texts)} documents · {eng.corpus.name} · map trustworthiness "
                    f"{eng.map.metrics.get('trust', float('nan')):.3f} · click anywhere, points or empty space")
 
-if run is None:
+if loading is not None:
+
+    @st.fragment(run_every=state.POLL_S)
+    def wait_for_model() -> None:
+        if loading.running:
+            st.info("Loading the Vec2Text model (a few seconds, once per session); a click made meanwhile "
+                    "is filled as soon as it is ready.")
+        else:
+            st.rerun(scope="app")
+
+    with fill_column:
+        wait_for_model()
+elif run is None:
     fill_column.info("Click anywhere on the map, on a document or in empty space: the text written for that "
                      "point appears here step by step.")
 else:

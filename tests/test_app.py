@@ -90,6 +90,12 @@ def map_traces(at: AppTest) -> list[str]:
     return [t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
 
 
+def loaded(at: AppTest) -> AppTest:
+    """The app once its first run's background load of the Vec2Text model has ended."""
+    loader = at.session_state["vec2text_loader"] if "vec2text_loader" in at.session_state else None
+    return until_done(at, loader) if loader is not None else at
+
+
 def until_done(at: AppTest, job, timeout: float = 120) -> AppTest:
     """Rerun the app until a background job ends (AppTest does not tick `run_every`)."""
     deadline = time.time() + timeout
@@ -103,7 +109,7 @@ def until_done(at: AppTest, job, timeout: float = 120) -> AppTest:
 def test_map_page_draws_the_builtin_corpus_and_saves_its_map(app_env, tmp_path, monkeypatch, tiny_st_model_dir):
     """The app on its own, configured by the environment: the built-in corpus, a map saved."""
     monkeypatch.setenv("GAPFILL_EMBEDDER", str(tiny_st_model_dir))
-    at = ok(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run())
+    at = loaded(ok(AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()))
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     grid = next(t for t in spec["data"] if t["name"] == "grid")
     assert grid["type"] == "scattergl" and grid["hoverinfo"] == "none" and grid["marker"]["opacity"] == 0
@@ -118,7 +124,7 @@ def test_map_page_draws_the_builtin_corpus_and_saves_its_map(app_env, tmp_path, 
 
 @needs_backbone
 def test_a_click_is_filled_step_by_step_and_stays_on_the_map(app):
-    at = ok(app.run())
+    at = loaded(ok(app.run()))
     engine = at.session_state["engine"]
     assert engine.vec2text is not None
     gap = engine.gaps(1)[0]
@@ -136,7 +142,7 @@ def test_a_click_is_filled_step_by_step_and_stays_on_the_map(app):
 
 @needs_backbone
 def test_the_gap_overlay_and_filling_the_top_gaps(app):
-    at = ok(app.run())
+    at = loaded(ok(app.run()))
     at.toggle(key="show_gaps").set_value(True)
     at.number_input(key="gap_count").set_value(2)
     ok(at.run())
@@ -258,7 +264,7 @@ def test_bad_training_settings_are_explained(app):
 
 @needs_backbone
 def test_evaluate_page_shows_the_map_and_fill_figures(app):
-    at = ok(app.run())
+    at = loaded(ok(app.run()))
     engine = at.session_state["engine"]
     gap = engine.gaps(1)[0]
     drive(engine.fill(gap.x, gap.y))

@@ -18,11 +18,10 @@ from typing import TypeVar
 import streamlit as st
 
 from gapfill.corpus import load_csv
-from gapfill.engine import Engine, NotReadyError
+from gapfill.engine import Engine
 from gapfill.events import Progress
 from gapfill.filling import FillResult, FillStep
 from gapfill.jobs import Job
-from gapfill.storage import ModelFileError
 from gapfill.vec2text import Vec2TextConfig
 
 T = TypeVar("T")
@@ -35,6 +34,7 @@ FILL_RUN = "fill_run"  # the FillRun of the last click
 FILL_TRACES = "fill_traces"  # FillTrace per fill made in this session, oldest first
 TRAIN_JOBS = "train_jobs"  # {"map" | "vec2text": Job}
 VEC2TEXT_PROBLEM = "vec2text_problem"  # why no Vec2Text model could be loaded
+VEC2TEXT_LOADER = "vec2text_loader"  # the Job loading it in the background
 MEMO = "memo"  # per-map results: {name: (map, value)}
 # Widget keys of the fill settings, the gap overlay and the corpus page.
 NUM_STEPS, BEAM_WIDTH, TARGET_AWARE = "fill_num_steps", "fill_beam_width", "fill_target_aware"
@@ -109,18 +109,30 @@ def per_map(eng: Engine, name: str, compute: Callable[[], T]) -> T:
 # ---- Vec2Text ----------------------------------------------------------------------------
 
 def vec2text_ready(eng: Engine) -> bool:
-    """Load the saved (else shipped) Vec2Text model once per session; False, with the reason
-    in `vec2text_problem()`, when there is none."""
-    if eng.vec2text is not None:
-        return True
-    if st.session_state.get(VEC2TEXT_PROBLEM) is None:
-        try:
-            with st.spinner("Loading the Vec2Text model"):
-                eng.load_vec2text()
-            return True
-        except (NotReadyError, ModelFileError, FileNotFoundError) as err:
-            st.session_state[VEC2TEXT_PROBLEM] = str(err)
-    return False
+    """Whether the session's Vec2Text model is loaded. The first call starts loading the saved
+    (else shipped) model in the background, so that the map is drawn meanwhile (loading takes
+    a few seconds); a failure is kept, in words, in `vec2text_problem()`."""
+    loader: Job | None = st.session_state.get(VEC2TEXT_LOADER)
+    if eng.vec2text is None and loader is None and st.session_state.get(VEC2TEXT_PROBLEM) is None:
+        st.session_state[VEC2TEXT_LOADER] = Job("load Vec2Text", lambda stop: _load_vec2text(eng))
+    elif loader is not None and not loader.running:
+        del st.session_state[VEC2TEXT_LOADER]
+        error = loader.snapshot().error
+        if error is not None:
+            st.session_state[VEC2TEXT_PROBLEM] = error.split(": ", 1)[-1]
+    return eng.vec2text is not None
+
+
+def vec2text_loading() -> Job | None:
+    """The background job loading the Vec2Text model, while it runs."""
+    loader = st.session_state.get(VEC2TEXT_LOADER)
+    return loader if loader is not None and loader.running else None
+
+
+def _load_vec2text(eng: Engine) -> Generator[Progress, None, None]:
+    eng.load_vec2text()
+    return
+    yield  # a job's start is a generator; this one has no events to report
 
 
 def vec2text_problem() -> str | None:
