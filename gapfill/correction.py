@@ -187,10 +187,7 @@ def _loop(
 ) -> Generator[Step, None, InversionResult]:
     start = time.perf_counter()
     seen: set[str] = set()
-    # Step 0 is the inverter's one first hypothesis (greedy, for a model that samples the
-    # rest): it is the first text the user sees, so it should come as fast as one text can.
-    # The beam widens at the first correction, which asks for `width` texts from it.
-    hyps = _check_rows(model.generate(target[None], num_return_sequences=1), 1, "generate")
+    hyps = _check_rows(model.generate(target[None], num_return_sequences=width), 1, "generate")
     beam = _score(_unique(hyps[0], seen), embed, target, scorer, step=0)[:width]
     if not beam:
         raise ValueError("model.generate returned no hypothesis text; it must return at least one")
