@@ -156,7 +156,8 @@ def test_uploading_a_csv_replaces_the_corpus(page, tmp_path):
 
 def test_training_draws_a_growing_chart_and_survives_a_page_switch(page):
     go_to(page, "Train")
-    for name, value in {"n_epochs": "600", "encoder_epochs": "40", "decoder_epochs": "40"}.items():
+    # Long enough to be seen running twice (the layout samples edges by weight: ~3x faster than it was).
+    for name, value in {"n_epochs": "3000", "encoder_epochs": "150", "decoder_epochs": "150"}.items():
         field = page.get_by_label(name, exact=True)
         field.fill(value)
         field.press("Tab")
