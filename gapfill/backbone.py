@@ -19,16 +19,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+
+if TYPE_CHECKING:  # transformers takes seconds to import; the app's first page needs none of it
+    from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +98,8 @@ def _save_atomically(target: Path, write: Callable[[Path], None]) -> None:
 
 def _dequantised_copy(model: PreTrainedModel) -> LlamaForCausalLM:
     """Rebuild the GGUF-loaded model as a plain Llama model that `save_pretrained` accepts."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)
     if cfg.get("model_type") != "llama":
@@ -122,6 +120,8 @@ def _dequantised_copy(model: PreTrainedModel) -> LlamaForCausalLM:
 
 def prepare_backbone(force: bool = False) -> Path:
     """Convert the GGUF into a plain transformers folder once; later calls return it at once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     source, target = gguf_path(), backbone_dir()
     if not force and _is_ready(target, source):
         logger.info("backbone already prepared at %s", target)
@@ -161,6 +161,8 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     Decoder-only models continue from the last position, so batched generation needs the
     padding on the left; code that trains on padded batches must pass the attention mask.
     """
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -172,6 +174,8 @@ def load_backbone(
     path: Path | None = None, *, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a prepared backbone folder (the real one by default) in eval mode."""
+    from transformers import AutoModelForCausalLM
+
     folder = Path(path) if path is not None else backbone_dir()
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no backbone at {folder}: {_PREPARE_HINT}")
@@ -187,6 +191,8 @@ def load_backbone(
 def build_tiny_backbone(folder: Path, *, seed: int = 0) -> Path:
     """A tiny random Llama with the real SmolLM2 tokenizer, so tests exercise the same code
     paths (chat template, vocabulary, generation) in seconds instead of minutes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     source = backbone_dir()
     if not (source / READY_FILE).is_file():
         raise FileNotFoundError(f"the tiny backbone borrows the real tokenizer: {_PREPARE_HINT}")

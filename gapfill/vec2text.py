@@ -21,7 +21,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 from torch import nn
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from gapfill.backbone import BACKBONE_ID
 from gapfill.configs import ConfigMixin, setting
@@ -82,10 +81,11 @@ class Vec2TextConfig(ConfigMixin):
 
 
 
-class _GreedyRows(LogitsProcessor):
+class _GreedyRows:
     """Makes some rows of a sampled batch greedy: every token but their best is masked, so
     that sampling can only pick it. Runs after temperature and top-p, neither of which
-    changes which token is best."""
+    changes which token is best. (transformers' LogitsProcessor is only an interface; not
+    subclassing it keeps transformers out of this module's import.)"""
 
     def __init__(self, rows: torch.Tensor) -> None:
         self.rows = rows
@@ -217,6 +217,8 @@ class Vec2Text(nn.Module):
             out = self.lm.generate(inputs_embeds=inputs, do_sample=False, **common)
         else:
             torch.manual_seed(self.config.seed)  # the same point gives the same candidates
+            from transformers import LogitsProcessorList
+
             greedy = _GreedyRows(torch.arange(0, len(prompts) * k, k))  # rows come k per input
             out = self.lm.generate(inputs_embeds=inputs, do_sample=True, top_p=0.9, temperature=0.8,
                                    num_return_sequences=k, logits_processor=LogitsProcessorList([greedy]), **common)
