@@ -206,16 +206,19 @@ class Engine:
         }
         return (store or self.store).save(VEC2TEXT_KIND, model.state_tensors(), manifest)
 
-    def load_vec2text(self, version: str | None = None, store: ModelStore | None = None):
-        """Load a saved Vec2Text model: the engine's store, else the model shipped in assets/."""
+    def load_vec2text(self, version: str | None = None, store: ModelStore | None = None, *, loader=None):
+        """Load a saved Vec2Text model: the engine's store, else the model shipped in assets/.
+        `loader` replaces `vec2text_train.load_vec2text` (same arguments), e.g. with one that
+        shares a model already loaded for the same folder."""
         from gapfill.vec2text_train import load_vec2text
 
+        loader = loader or load_vec2text
         store = store or (self.store if self.store.current(VEC2TEXT_KIND) else ModelStore(SHIPPED_MODELS))
         chosen = version or store.current(VEC2TEXT_KIND)
         if chosen is None:
             raise NotReadyError("no Vec2Text model saved or shipped: train one first (train-vec2text)")
-        model = load_vec2text(store.path(VEC2TEXT_KIND, chosen), embedder_id=self.embedder.model_id,
-                              dim=self.embedder.dim, backbone_path=self.backbone_path)
+        model = loader(store.path(VEC2TEXT_KIND, chosen), embedder_id=self.embedder.model_id,
+                       dim=self.embedder.dim, backbone_path=self.backbone_path)
         with self.lock:
             self.vec2text = model
         return model

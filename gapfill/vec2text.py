@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -130,6 +131,7 @@ class Vec2Text(nn.Module):
         # started chatting (an instruction-tuned backbone's habit): stop there, it saves time.
         self.single_line = True
         self._merged = False
+        self._merge_lock = threading.Lock()  # the app shares one loaded model between sessions
         self.metrics: dict[str, float] = {}
         self.sep_ids = tokenizer(SEPARATOR, add_special_tokens=False)["input_ids"]
 
@@ -232,14 +234,17 @@ class Vec2Text(nn.Module):
         """Fold the LoRA weights into the backbone for generation (an unmerged adapter costs
         an extra matrix product per layer and token); `loss` unfolds them again."""
         self.eval()
-        if not self._merged:
-            self.lm.merge_adapter()
-            self._merged = True
+        with self._merge_lock:
+            if not self._merged:
+                self.lm.merge_adapter()
+                self._merged = True
 
     def _for_training(self) -> None:
-        if self._merged:
-            self.lm.unmerge_adapter()
-            self._merged = False
+        with self._merge_lock:
+            if self._merged:
+                self.lm.unmerge_adapter()
+                self._merged = False
+        self._merge_lock = threading.Lock()  # the app shares one loaded model between sessions
 
     def generate(self, targets: np.ndarray, *, num_return_sequences: int = 1) -> list[list[str]]:
         """Step 0: hypotheses for each target embedding (B, D)."""

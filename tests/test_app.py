@@ -141,6 +141,17 @@ def test_a_click_is_filled_step_by_step_and_stays_on_the_map(app):
 
 
 @needs_backbone
+def test_sessions_share_one_loaded_vec2text_model(app, prepared, tmp_path):
+    first = loaded(ok(app.run())).session_state["engine"]
+    other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    other.session_state["engine"] = Engine(embedder_model=str(prepared.embedder), store=ModelStore(tmp_path / "models"),
+                                           backbone_path=prepared.backbone)
+    second = loaded(ok(other.run())).session_state["engine"]
+    assert first is not second and first.vec2text is not None
+    assert second.vec2text is first.vec2text
+
+
+@needs_backbone
 def test_the_gap_overlay_and_filling_the_top_gaps(app):
     at = loaded(ok(app.run()))
     at.toggle(key="show_gaps").set_value(True)

@@ -13,6 +13,7 @@ import inspect
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import streamlit as st
@@ -130,9 +131,20 @@ def vec2text_loading() -> Job | None:
 
 
 def _load_vec2text(eng: Engine) -> Generator[Progress, None, None]:
-    eng.load_vec2text()
+    eng.load_vec2text(loader=_shared_vec2text)
     return
     yield  # a job's start is a generator; this one has no events to report
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _shared_vec2text(folder: Path, *, embedder_id: str, dim: int, backbone_path: Path | None):
+    """One loaded Vec2Text model per saved folder for all sessions: each holds the 540 MB
+    backbone, and a saved version never changes. Sessions only generate with it (its one
+    change of state, folding the adapter in, is idempotent and locked); a training makes a
+    model of its own."""
+    from gapfill.vec2text_train import load_vec2text
+
+    return load_vec2text(folder, embedder_id=embedder_id, dim=dim, backbone_path=backbone_path)
 
 
 def vec2text_problem() -> str | None:
