@@ -157,11 +157,17 @@ def map_problem(corpus: Corpus, embedding_dim: int | None = None) -> str | None:
     if len(corpus) < MIN_MAP_DOCUMENTS:
         return (f"{corpus.name} has {_count(len(corpus), 'usable document')} and a map needs at least "
                 f"{MIN_MAP_DOCUMENTS}: add rows with distinct, non-empty texts.")
+    return None if embedding_dim is None else embedding_problem(corpus, embedding_dim)
+
+
+def embedding_problem(corpus: Corpus, embedding_dim: int, embedder: str = "the embedder") -> str | None:
+    """Why the corpus's own embeddings cannot be used with an embedder of `embedding_dim`
+    dimensions, as a sentence that says what to fix; None when they can (or there are none)."""
     given = None if corpus.embeddings is None else corpus.embeddings.shape[1]
-    if embedding_dim is not None and given is not None and given != embedding_dim:
-        return (f"the file's embeddings have {given} dimensions but the embedder gives {embedding_dim}: "
-                "drop the embedding column or use the matching embedder.")
-    return None
+    if given is None or given == embedding_dim:
+        return None
+    return (f"the file's embeddings have {given} dimensions but {embedder} gives {embedding_dim}: "
+            "drop the embedding column or use the matching embedder.")
 
 
 # --------------------------------------------------------------------------- CSV

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from gapfill import filling
-from gapfill.corpus import Corpus, load_csv
+from gapfill.corpus import Corpus, embedding_problem, load_csv
 from gapfill.embedder import DEFAULT_MODEL, Embedder
 from gapfill.events import Progress, drive
 from gapfill.filling import FillResult, FillStep
@@ -89,12 +89,9 @@ class Engine:
 
     def _use_corpus(self, corpus: Corpus) -> Generator[Progress, None, Corpus]:
         if corpus.embeddings is not None:
-            if corpus.embeddings.shape[1] != self.embedder.dim:
-                raise ValueError(
-                    f"the file's embeddings have {corpus.embeddings.shape[1]} dimensions but the "
-                    f"embedder {self.embedder.model_id} gives {self.embedder.dim}; drop the "
-                    "embedding column or use the matching embedder"
-                )
+            problem = embedding_problem(corpus, self.embedder.dim, f"the embedder {self.embedder.model_id}")
+            if problem is not None:
+                raise ValueError(problem)
             embeddings = np.asarray(corpus.embeddings, dtype=np.float32)
         else:
             embeddings = yield from self.embedder.iter_encode(list(corpus.texts))
