@@ -99,6 +99,31 @@ class _GreedyRows:
         return scores
 
 
+class _SampleLength:
+    """Stops the sampled rows of a group once they are `factor` times as long as the group's
+    greedy row (its first), plus `extra` tokens, after that one has finished. A batch decodes
+    until its longest row ends, and now and then a sample rambles on to several times the
+    greedy text's length: measured on the shipped model, one such sample made a step 4.9 s
+    instead of 1.6 s. The greedy text is the model's best guess of the text's length, and a
+    candidate far longer is rarely the closest to the target. (A stopping criterion by duck
+    typing, as `_GreedyRows` is a logits processor.)"""
+
+    def __init__(self, k: int, stop_ids: list[int], factor: float = 1.5, extra: int = 4) -> None:
+        self.k, self.factor, self.extra = k, factor, extra
+        self.stop_ids = torch.tensor(stop_ids)
+        self.limit: torch.Tensor | None = None  # (G,) generated length at which a group stops
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        rows, length = input_ids.shape  # only generated tokens: the inputs are embeddings
+        groups = rows // self.k
+        if self.limit is None:
+            self.limit = torch.full((groups,), torch.iinfo(torch.long).max)
+        greedy_last = input_ids[:: self.k, -1] if length else torch.full((groups,), -1)
+        ended = torch.isin(greedy_last, self.stop_ids) & (self.limit == torch.iinfo(torch.long).max)
+        self.limit[ended] = math.ceil(self.factor * length) + self.extra
+        return (length >= self.limit).repeat_interleave(self.k)
+
+
 class Projection(nn.Module):
     """An embedding (D) → `n` input vectors of the backbone (n, H). The inner width is D:
     no bottleneck narrower than the embedding, no more weights than that needs."""
@@ -208,7 +233,7 @@ class Vec2Text(nn.Module):
         ranks them itself by re-embedding them. One call for greedy and sampled texts halves
         the decoding steps of two: at these batch sizes a step costs nearly the same for 4
         rows as for 8."""
-        self._for_inference()
+        self.for_inference()
         inputs, mask, _ = self.assemble(prefixes, prompts)
         stops = [self.tokenizer.eos_token_id]
         if self.single_line:
@@ -223,14 +248,15 @@ class Vec2Text(nn.Module):
 
             greedy = _GreedyRows(torch.arange(0, len(prompts) * k, k))  # rows come k per input
             out = self.lm.generate(inputs_embeds=inputs, do_sample=True, top_p=0.9, temperature=0.8,
-                                   num_return_sequences=k, logits_processor=LogitsProcessorList([greedy]), **common)
+                                   num_return_sequences=k, logits_processor=LogitsProcessorList([greedy]),
+                                   stopping_criteria=[_SampleLength(k, stops)], **common)
         texts = self._clean(self.tokenizer.batch_decode(out, skip_special_tokens=True))
         return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
     def _clean(self, texts: list[str]) -> list[str]:
         return [(t.split("\n", 1)[0] if self.single_line else t).strip() for t in texts]
 
-    def _for_inference(self) -> None:
+    def for_inference(self) -> None:
         """Fold the LoRA weights into the backbone for generation (an unmerged adapter costs
         an extra matrix product per layer and token); `loss` unfolds them again."""
         self.eval()

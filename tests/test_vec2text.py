@@ -83,6 +83,24 @@ def test_the_first_of_several_texts_is_the_greedy_one(trained, embedder):
     assert [row[0] for row in with_samples] == [row[0] for row in alone]
 
 
+def test_samples_stop_at_one_and_a_half_times_their_greedy_text():
+    import torch
+
+    from gapfill.vec2text import _SampleLength
+
+    stop = _SampleLength(k=3, stop_ids=[0], factor=1.5, extra=4)
+    done_at = {}
+    for length in range(1, 40):
+        ids = torch.full((6, length), 7)  # two groups of three rows; row 0 of each is greedy
+        if length >= 4:
+            ids[0, 3:] = 0  # group 0's greedy text ends at its 4th token (then padding)
+        done = stop(ids)
+        for row in range(6):
+            if done[row] and row not in done_at:
+                done_at[row] = length
+    assert done_at == {0: 10, 1: 10, 2: 10}  # ceil(1.5 * 4) + 4; group 1's greedy never ended
+
+
 def test_save_and_load_round_trip_keeps_the_model(trained, tiny_backbone, embedder, tmp_path):
     model, _ = trained
     store = ModelStore(tmp_path)
