@@ -28,8 +28,9 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 	$(PY) -m gapfill.backbone
 
+# ui/launch.py: `streamlit run app.py` with the imports, corpus, map and models preloaded.
 run: setup
-	$(VENV)/bin/streamlit run app.py --server.headless true
+	$(PY) -m ui.launch --server.headless true
 
 serve: setup
 	$(VENV)/bin/gapfill serve

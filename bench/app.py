@@ -82,11 +82,10 @@ MODEL_SETTLED = """() => { const t = document.body.textContent;
   return !t.includes('Loading the Vec2Text model')
          && (t.includes('Click anywhere on the map, on a document') || t.includes('Clicks cannot be filled yet')); }"""
 PANEL_SHOWN = "() => [...document.querySelectorAll('h3')].some(h => h.textContent.startsWith('Filling ('))"
-# Step 0 is the inverter's hypotheses: its line and its table (a canvas grid) under it.
+# Step 0 is the inverter's hypotheses: its line and its table under it, with the best text.
+FIRST_CELL = "() => document.querySelector('[data-testid=\"stTable\"] tbody td')?.textContent || null"
 STEP0_SHOWN = """() => [...document.querySelectorAll('strong')].some(s => s.textContent === 'Step 0')
-                       && !!document.querySelector('[data-testid="stDataFrame"] canvas')"""
-# The grid's accessibility table (filled ~0.2 s after the canvas): the best hypothesis's text.
-FIRST_CELL = "() => document.querySelector('[data-testid=\"stDataFrame\"] td')?.textContent || null"
+                       && !!(%s)()""" % FIRST_CELL
 FILL_DONE = "() => [...document.querySelectorAll('strong')].some(s => s.textContent === 'Written text')"
 MAP_RESULT = "() => [...document.querySelectorAll('.legendtext')].some(e => e.textContent === 'result')"
 # Installed in every new page: when each thing first appears, in seconds since navigation.
@@ -190,11 +189,12 @@ def free_port() -> int:
 
 
 def start_server(log_path: Path, timeout_s: float) -> tuple[subprocess.Popen, str, float]:
-    """`streamlit run app.py` on a free loopback port, once its health endpoint answers."""
+    """The app as `make run` starts it (ui/launch.py: `streamlit run app.py` with its preloading)
+    on a free loopback port, once its health endpoint answers."""
     port = free_port()
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+        [sys.executable, "-m", "ui.launch", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
     )

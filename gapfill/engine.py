@@ -101,6 +101,19 @@ class Engine:
         log.info("corpus %s: %d documents", corpus.name, len(corpus))
         return corpus
 
+    def adopt(self, other: Engine) -> None:
+        """Use another engine's corpus, embeddings and map, without copying (a server shares
+        one prepared built-in corpus among its sessions). Safe because no verb changes them in
+        place: a new corpus or map replaces the objects. Fills and the Vec2Text model stay
+        this engine's own."""
+        if other.embedder_model != self.embedder_model:
+            raise ValueError(f"cannot adopt a corpus embedded with {other.embedder_model}: this engine "
+                             f"embeds with {self.embedder_model}")
+        with other.lock:
+            corpus, embeddings, model, positions = other.corpus, other.embeddings, other.map, other.positions
+        with self.lock:
+            self.corpus, self.embeddings, self.map, self.positions = corpus, embeddings, model, positions
+
     # ---- map ------------------------------------------------------------------------------
 
     def train_map(self, config: ParametricUMAPConfig | None = None) -> Generator[Progress, None, ParametricUMAP]:

@@ -28,11 +28,17 @@ if model_ready:
     state.start_pending_fill(eng)
 run = state.fill_run()
 current = run.job.result if run is not None else None
-click = figures.Click(run.x, run.y, run.job.snapshot().events, current) if run is not None else None
+# While a fill runs, the map stays as it was (redrawing its ~20k points would take the cores
+# from the fill's first step); the close-up beside it follows the fill. It is redrawn once,
+# with the path and the result, when the fill is done.
+done = run is not None and not run.job.running
+click = figures.Click(run.x, run.y, run.job.snapshot().events, current) if done else None
 
 view = eng.map_view()
 gaps = state.per_map(eng, f"gaps-{k}", lambda: eng.gaps(k)) if show_gaps else []
-fig = figures.map_figure(view, [f for f in eng.fills if f is not current], gaps, click)
+others = [f for f in eng.fills if f is not current]
+fig = state.memoized("map-figure", (eng.map, tuple(map(id, others)), tuple(gaps), click),
+                     lambda: figures.map_figure(view, others, gaps, click))
 map_column, fill_column = st.columns([3, 2])
 map_column.plotly_chart(fig, key=state.MAP_CHART, on_select=state.remember_click, selection_mode="points",
                         width="stretch")
@@ -57,10 +63,13 @@ elif run is None:
 else:
     started_running = run.job.running
 
-    @st.fragment(run_every=state.POLL_S if started_running else None)
+    @st.fragment(run_every=state.FILL_POLL_S if started_running else None)
     def live_fill() -> None:
         snapshot = run.job.snapshot()
         st.subheader(f"Filling ({run.x:.2f}, {run.y:.2f})")
+        closeup = figures.Click(run.x, run.y, snapshot.events, run.job.result)
+        st.plotly_chart(state.memoized("closeup-figure", closeup, lambda: figures.closeup_figure(view, closeup)),
+                        key="fill_closeup", width="stretch")
         panels.fill_steps(snapshot)
         if snapshot.state == "done":
             panels.fill_result(run.job.result)

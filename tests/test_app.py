@@ -136,12 +136,14 @@ def test_a_click_is_filled_step_by_step_and_stays_on_the_map(app):
     assert "Written text" in texts(at) and "Step 0" in texts(at)
     assert len(engine.fills) == 1 and engine.fills[0].x == pytest.approx(gap.x)
     assert {"target (click)", "landing path", "result"} <= set(map_traces(at))
+    closeup = [t.get("name") for t in json.loads(at.get("plotly_chart")[1].proto.spec)["data"]]
+    assert {"corpus", "target (click)", "landing path", "result"} <= set(closeup)  # the fill's close-up
     assert len(at.session_state["fill_traces"]) == 1
     assert at.get("download_button"), "the fills can be downloaded"
 
 
 @needs_backbone
-def test_sessions_share_one_loaded_vec2text_model(app, prepared, tmp_path):
+def test_sessions_share_the_prepared_corpus_map_and_vec2text_model(app, prepared, tmp_path):
     first = loaded(ok(app.run())).session_state["engine"]
     other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     other.session_state["engine"] = Engine(embedder_model=str(prepared.embedder), store=ModelStore(tmp_path / "models"),
@@ -149,6 +151,9 @@ def test_sessions_share_one_loaded_vec2text_model(app, prepared, tmp_path):
     second = loaded(ok(other.run())).session_state["engine"]
     assert first is not second and first.vec2text is not None
     assert second.vec2text is first.vec2text
+    assert second.corpus is first.corpus and second.map is first.map  # prepared once, adopted
+    assert second.embeddings is first.embeddings and second.positions is first.positions
+    assert second.fills is not first.fills
 
 
 @needs_backbone

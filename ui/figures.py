@@ -136,6 +136,44 @@ def add_click(fig: go.Figure, click: Click) -> None:
         ))
 
 
+def closeup_figure(view: MapView, click: Click, height: int = 340, min_share: float = 0.12,
+                   max_documents: int = 400) -> go.Figure:
+    """The neighbourhood of a fill while it runs, redrawn at every step: the documents around
+    the click (grey, text on hover), the click, every candidate's landing point and the path
+    through each step's best. Small on purpose, so that redrawing it costs the browser
+    little; the map itself changes once, when the fill is done."""
+    lo, hi = np.asarray(view.bounds, dtype=float)
+    points = np.array([(click.x, click.y)] + [(c.x, c.y) for s in click.steps for c in s.candidates])
+    centre = (points.min(0) + points.max(0)) / 2
+    half = np.maximum((points.max(0) - points.min(0)) / 2 * 1.25, (hi - lo) * min_share / 2)
+    half[:] = half.max()  # a square window: distances look like what they are
+    box_lo, box_hi = centre - half, centre + half
+    inside = np.flatnonzero((view.x >= box_lo[0]) & (view.x <= box_hi[0]) & (view.y >= box_lo[1]) & (view.y <= box_hi[1]))
+    if len(inside) > max_documents:  # the nearest ones: a dense island is drawn as its core
+        d = (view.x[inside] - click.x) ** 2 + (view.y[inside] - click.y) ** 2
+        inside = inside[np.argsort(d)[:max_documents]]
+    fig = go.Figure(go.Scatter(
+        x=view.x[inside], y=view.y[inside], mode="markers", name="corpus", showlegend=False,
+        marker={"size": 5, "color": "#9aa5b1", "opacity": 0.6},
+        text=[hover_text(view.texts[i], 200) for i in inside], hovertemplate="%{text}<extra></extra>",
+    ))
+    candidates = [(s.step, c) for s in click.steps for c in s.candidates]
+    if candidates:
+        fig.add_trace(go.Scatter(
+            x=[c.x for _, c in candidates], y=[c.y for _, c in candidates], mode="markers", name="candidates",
+            marker={"size": 7, "color": "#1f77b4", "opacity": 0.7, "symbol": "circle-open"},
+            text=[f"step {k}: {hover_text(c.text, 200)} (cosine {c.cosine:.3f})" for k, c in candidates],
+            hovertemplate="%{text}<extra></extra>",
+        ))
+    add_click(fig, click)
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, hovermode="closest",
+        xaxis={"range": [box_lo[0], box_hi[0]], "zeroline": False, "showgrid": False},
+        yaxis={"range": [box_lo[1], box_hi[1]], "zeroline": False, "showgrid": False, "scaleanchor": "x"},
+    )
+    return fig
+
+
 # ---- training ----------------------------------------------------------------------------
 
 def loss_figure(snapshot: JobSnapshot, max_points: int = 1500) -> go.Figure | None:

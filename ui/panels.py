@@ -53,11 +53,13 @@ def fill_steps(snapshot: JobSnapshot) -> None:
             name = "inverter" if s.step == 0 else "correction"
             st.markdown(f"**Step {s.step}** ({name}, {s.elapsed_s:.1f} s) · best cosine {s.best.cosine:.3f}"
                         + (" · improved" if s.improved and s.step else ""))
-            st.dataframe(pd.DataFrame({
+            # A plain table, not st.dataframe: the grid's script loads and draws for about a
+            # second on the page's first fill, while the user waits for this very text.
+            st.table(pd.DataFrame({
                 "text": [c.text for c in s.candidates],
-                "cosine": [round(c.cosine, 3) for c in s.candidates],
-                "landing distance": [round(c.distance, 3) for c in s.candidates],
-            }), hide_index=True, width="stretch")
+                "cosine": [f"{c.cosine:.3f}" for c in s.candidates],
+                "landing distance": [f"{c.distance:.3f}" for c in s.candidates],
+            }), hide_index=True)
     if snapshot.state == "failed":
         st.error(f"Could not fill this point: {snapshot.error}")
 

@@ -1,8 +1,9 @@
 """Session state, jobs and loaders shared by the pages, in one place.
 
 The engine is per browser session: it is mutable (a new corpus, a trained model, new fills),
-and `st.cache_resource` results must never be mutated. The saved map and the embedding cache
-on disk make a new session quick. Long work that must survive a click or a page switch (a
+and `st.cache_resource` results must never be mutated. What never changes once made is shared
+by the sessions instead: the built-in corpus with its map (`builtin_engine`, adopted by each
+session's engine) and each saved Vec2Text model (`_shared_vec2text`). Long work that must survive a click or a page switch (a
 fill, a training) runs as a `gapfill.jobs.Job` kept here in session state; the pages poll its
 snapshot. A browser reload starts a new session with a new engine, so a job is deliberately
 not kept beyond its session: its result would belong to an engine nobody holds any more.
@@ -10,7 +11,9 @@ not kept beyond its session: its result would belong to an engine nobody holds a
 from __future__ import annotations
 
 import inspect
+import logging
 import os
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +23,13 @@ import streamlit as st
 
 from gapfill.corpus import load_csv
 from gapfill.engine import Engine
-from gapfill.events import Progress
+from gapfill.events import Progress, drive
 from gapfill.filling import FillResult, FillStep
 from gapfill.jobs import Job
 from gapfill.vec2text import Vec2TextConfig
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # ---- keys --------------------------------------------------------------------------------
 ENGINE = "engine"
@@ -42,7 +46,8 @@ NUM_STEPS, BEAM_WIDTH, TARGET_AWARE = "fill_num_steps", "fill_beam_width", "fill
 SHOW_GAPS, GAP_COUNT = "show_gaps", "gap_count"
 UPLOAD, TEXT_COLUMN = "corpus_upload", "corpus_text_column"
 
-POLL_S = 1.0  # how often live panels redraw while a job runs (1 s: cheap on two cores)
+POLL_S = 1.0  # how often live panels redraw while a training runs (1 s: cheap on two cores)
+FILL_POLL_S = 0.5  # and while a fill runs: its steps come every few seconds, the first one awaited
 # The CSV loader's own size limit, read from its signature so the page states the real one.
 UPLOAD_LIMIT_BYTES: int = inspect.signature(load_csv).parameters["max_bytes"].default
 
@@ -75,13 +80,58 @@ def run_with_progress(gen: Generator[Progress, None, T], label: str) -> T:
 
 
 def ready_engine() -> Engine:
-    """The session's engine with a corpus and a map, preparing the built-in corpus on first use."""
+    """The session's engine with a corpus and a map: the built-in corpus on first use."""
     eng = engine()
     if eng.corpus is None:
-        run_with_progress(eng.load_builtin(n=builtin_size()), "Embedding the built-in WordNet corpus")
+        eng.adopt(builtin_engine(eng))
     if eng.map is None:
         run_with_progress(eng.ensure_map(), "Preparing the map")
     return eng
+
+
+@dataclass
+class _Prepared:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    engines: dict[tuple, Engine] = field(default_factory=dict)
+
+
+# One per server process (module state outlives sessions): the built-in corpus, embedded, and
+# its map, prepared once and adopted by every session's engine (`Engine.adopt`) instead of
+# loading them again (a second each) in every new session.
+_BUILTIN = _Prepared()
+
+
+def builtin_engine(like: Engine, show_progress: bool = True) -> Engine:
+    """The process's prepared built-in corpus and map for engines configured as `like` (its
+    embedder, backbone and store, the current saved map: one saved on the Train page is used
+    from the next session on), prepared on first use with progress bars on the page; a session
+    that comes meanwhile waits with a spinner."""
+    key = (builtin_size(), like.embedder_model, like.backbone_path, str(like.store.root), like.store.current("pumap"))
+    if not _BUILTIN.lock.acquire(blocking=False):
+        with st.spinner("Preparing the built-in corpus and its map…"):
+            _BUILTIN.lock.acquire()
+    try:
+        if key not in _BUILTIN.engines:
+            eng = Engine(embedder_model=like.embedder_model, store=like.store, backbone_path=like.backbone_path)
+            progress = run_with_progress if show_progress else (lambda gen, label: drive(gen))
+            progress(eng.load_builtin(n=builtin_size()), "Embedding the built-in WordNet corpus")
+            progress(eng.ensure_map(), "Preparing the map")
+            _BUILTIN.engines = {key: eng}  # only the latest: an older map is not needed again
+        return _BUILTIN.engines[key]
+    finally:
+        _BUILTIN.lock.release()
+
+
+def preload() -> None:
+    """What the first page view would otherwise wait for, done ahead by `ui/launch.py`: the
+    imports (done by importing this module), the built-in corpus and map, and the shipped or
+    saved Vec2Text model in the cache all sessions share."""
+    eng = builtin_engine(Engine(), show_progress=False)
+    try:
+        _background_priority()
+        eng.load_vec2text(loader=_shared_vec2text)
+    except Exception as err:  # noqa: BLE001 - a session will try again and say why in words
+        log.warning("Vec2Text not preloaded: %s", err)
 
 
 def uses_builtin(eng: Engine) -> bool:
@@ -89,14 +139,21 @@ def uses_builtin(eng: Engine) -> bool:
 
 
 def use_builtin(eng: Engine) -> None:
-    run_with_progress(eng.load_builtin(n=builtin_size()), "Embedding the built-in WordNet corpus")
-    run_with_progress(eng.ensure_map(), "Preparing the map")
+    eng.adopt(builtin_engine(eng))
 
 
 def use_csv(eng: Engine, data: bytes, text_column: str | None) -> None:
     """Replace the corpus by an uploaded CSV (a bad file raises CorpusError and changes nothing)."""
     run_with_progress(eng.load_csv(data, text_column=text_column), "Embedding the uploaded corpus")
     run_with_progress(eng.ensure_map(), "Training a map for the new corpus")
+
+
+def memoized(name: str, key: object, compute: Callable[[], T]) -> T:
+    """`compute()` once while `key` stays the same (compared with ==; one value per name)."""
+    memo = st.session_state.setdefault(MEMO, {})
+    if name not in memo or memo[name][0] != key:
+        memo[name] = (key, compute())
+    return memo[name][1]
 
 
 def per_map(eng: Engine, name: str, compute: Callable[[], T]) -> T:
@@ -130,7 +187,17 @@ def vec2text_loading() -> Job | None:
     return loader if loader is not None and loader.running else None
 
 
+def _background_priority() -> None:
+    """Lower this thread's CPU priority (Linux threads have their own nice value): a model
+    loading in the background then takes the cores only when the page drawing needs none."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed: load at normal priority
+        pass
+
+
 def _load_vec2text(eng: Engine) -> Generator[Progress, None, None]:
+    _background_priority()
     eng.load_vec2text(loader=_shared_vec2text)
     return
     yield  # a job's start is a generator; this one has no events to report
