@@ -13,6 +13,7 @@ is assigned in the wrong direction, so it never stops early), and no text is emb
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Generator
@@ -31,7 +32,8 @@ class Inverter(Protocol):
     """What the loop needs from a model: Vec2Text's inverter and corrector behind two verbs.
 
     A model may also expose `embedding_dim: int`; when it does, targets are checked against it
-    before any work starts.
+    before any work starts. When the loop is given `on_text`, both verbs also get an `on_text`
+    keyword: a callable to call with (text so far, finished) as the first row's text is written.
     """
 
     def generate(self, targets: np.ndarray, *, num_return_sequences: int = 1) -> list[list[str]]:
@@ -158,8 +160,14 @@ def invert(
     sequence_beam_width: int = 4,
     scorer: Scorer | None = None,
     min_improvement: float = 1e-4,
+    on_text: Callable[[int, str, bool], None] | None = None,
 ) -> Generator[Step, None, InversionResult]:
     """Invert one embedding (D,): yield each `Step`, return the `InversionResult`.
+
+    `on_text(step, text, finished)`, when given, is called while a step is being written,
+    with its first text so far: step 0's greedy hypothesis, then each correction of the best
+    hypothesis (a front-end shows it growing; the step's `Step` follows when all its texts
+    are scored).
 
     Arguments are checked here, before the first `next()`, so a bad call fails where it is made.
     The loop stops after `num_steps` corrections, or as soon as a step finds nothing that beats
@@ -173,7 +181,7 @@ def invert(
     if min_improvement < 0:
         raise ValueError(f"min_improvement must be >= 0, got {min_improvement}")
     unit = _unit_target(target, model)
-    return _loop(model, unit, embed, num_steps, sequence_beam_width, scorer, min_improvement)
+    return _loop(model, unit, embed, num_steps, sequence_beam_width, scorer, min_improvement, on_text)
 
 
 def _loop(
@@ -184,10 +192,14 @@ def _loop(
     width: int,
     scorer: Scorer | None,
     min_improvement: float,
+    on_text: Callable[[int, str, bool], None] | None = None,
 ) -> Generator[Step, None, InversionResult]:
+    def watch(step: int) -> dict[str, object]:
+        return {} if on_text is None else {"on_text": functools.partial(on_text, step)}
+
     start = time.perf_counter()
     seen: set[str] = set()
-    hyps = _check_rows(model.generate(target[None], num_return_sequences=width), 1, "generate")
+    hyps = _check_rows(model.generate(target[None], num_return_sequences=width, **watch(0)), 1, "generate")
     beam = _score(_unique(hyps[0], seen), embed, target, scorer, step=0)[:width]
     if not beam:
         raise ValueError("model.generate returned no hypothesis text; it must return at least one")
@@ -206,6 +218,7 @@ def _loop(
             hyp_emb,
             [c.text for c in beam],
             num_return_sequences=_proposals(width, len(beam)),
+            **watch(step),
         )
         flat = [t for row in _check_rows(proposals, len(beam), "correct") for t in row]
         new = _score(_unique(flat, seen), embed, target, scorer, step=step)

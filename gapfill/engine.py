@@ -102,10 +102,10 @@ class Engine:
         return corpus
 
     def adopt(self, other: Engine) -> None:
-        """Use another engine's corpus, embeddings and map, without copying (a server shares
-        one prepared built-in corpus among its sessions). Safe because no verb changes them in
-        place: a new corpus or map replaces the objects. Fills and the Vec2Text model stay
-        this engine's own."""
+        """Use another engine's corpus, embeddings, map and embedder, without copying (a server
+        shares one prepared built-in corpus among its sessions). Safe because no verb changes
+        them in place (a new corpus or map replaces the objects) and the embedder is
+        thread-safe. Fills and the Vec2Text model stay this engine's own."""
         if other.embedder_model != self.embedder_model:
             raise ValueError(f"cannot adopt a corpus embedded with {other.embedder_model}: this engine "
                              f"embeds with {self.embedder_model}")
@@ -113,6 +113,7 @@ class Engine:
             corpus, embeddings, model, positions = other.corpus, other.embeddings, other.map, other.positions
         with self.lock:
             self.corpus, self.embeddings, self.map, self.positions = corpus, embeddings, model, positions
+            self._embedder = other.embedder
 
     # ---- map ------------------------------------------------------------------------------
 
@@ -241,15 +242,16 @@ class Engine:
         return find_gaps(self.positions, k)
 
     def fill(self, x: float, y: float, *, num_steps: int | None = None, sequence_beam_width: int | None = None,
-             target_aware: bool = True) -> Generator[FillStep, None, FillResult]:
+             target_aware: bool = True, on_text=None) -> Generator[FillStep, None, FillResult]:
         """Write a text for the map point (x, y); yields every correction step with where each
-        hypothesis lands. Defaults for the loop come from the Vec2Text model's config."""
+        hypothesis lands. Defaults for the loop come from the Vec2Text model's config.
+        `on_text(step, text, finished)` watches each step's first text being written."""
         model, pumap = self._require_vec2text(), self._require_map()
         result = yield from filling.fill(
             model, pumap, self.embedder.encode, self.embeddings, self.corpus.texts, x, y,
             num_steps=model.config.num_steps if num_steps is None else num_steps,
             sequence_beam_width=model.config.sequence_beam_width if sequence_beam_width is None else sequence_beam_width,
-            target_aware=target_aware,
+            target_aware=target_aware, on_text=on_text,
         )
         with self.lock:
             self.fills.append(result)

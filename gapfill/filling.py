@@ -117,8 +117,10 @@ def fill(
     num_steps: int = 5,
     sequence_beam_width: int = 4,
     target_aware: bool = True,
+    on_text: Callable[[int, str, bool], None] | None = None,
 ) -> Generator[FillStep, None, FillResult]:
-    """Write a text for the point (x, y) of the map; yields every correction step."""
+    """Write a text for the point (x, y) of the map; yields every correction step
+    (`on_text`: watch each step's first text being written, see `correction.invert`)."""
     check_click(pumap, x, y)
     target = pumap.decode(np.array([x, y], dtype=np.float32))
     lander = _Lander(pumap, x, y)
@@ -127,7 +129,7 @@ def fill(
         return embeddings @ t - DISTANCE_WEIGHT * lander.distances(embeddings)
 
     gen = invert(model, target, embed, num_steps=num_steps, sequence_beam_width=sequence_beam_width,
-                 scorer=scorer if target_aware else None)
+                 scorer=scorer if target_aware else None, on_text=on_text)
     while True:
         try:
             step: Step = next(gen)

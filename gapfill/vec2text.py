@@ -124,6 +124,38 @@ class _SampleLength:
         return (length >= self.limit).repeat_interleave(self.k)
 
 
+class _FirstRowText:
+    """Hands the first row's text to `callback(text, finished)` as it is decoded, token by
+    token: the greedy text of the first target (a streamer for transformers' `generate`, by
+    duck typing). The other rows are sampled alternatives; nobody watches them being written."""
+
+    def __init__(self, tokenizer, stop_ids: list[int], callback, single_line: bool) -> None:
+        self.tokenizer, self.stop_ids, self.callback, self.single_line = tokenizer, set(stop_ids), callback, single_line
+        self.ids: list[int] = []
+        self.finished = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if value.ndim != 1 or self.finished:  # the prompt (empty: the inputs are vectors), or done
+            return
+        token = int(value[0])
+        if token in self.stop_ids:
+            self.finished = True
+        else:
+            self.ids.append(token)
+        self.callback(self.text(), self.finished)
+
+    def end(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.callback(self.text(), True)
+
+    def text(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not self.finished:
+            text = text.rstrip("\ufffd")  # a character whose bytes are not all decoded yet
+        return (text.split("\n", 1)[0] if self.single_line else text).strip()
+
+
 class Projection(nn.Module):
     """An embedding (D) → `n` input vectors of the backbone (n, H). The inner width is D:
     no bottleneck narrower than the embedding, no more weights than that needs."""
@@ -223,9 +255,10 @@ class Vec2Text(nn.Module):
     # ---- generation: the two verbs the correction loop uses -------------------------------
 
     @torch.no_grad()
-    def _generate(self, prefixes: torch.Tensor, prompts: list[list[int]], k: int) -> list[list[str]]:
+    def _generate(self, prefixes: torch.Tensor, prompts: list[list[int]], k: int, on_text=None) -> list[list[str]]:
         """k texts per row: the greedy one, then k - 1 samples (nucleus, p = 0.9), from one
-        batched call (`_GreedyRows` keeps the first of each row's k greedy).
+        batched call (`_GreedyRows` keeps the first of each row's k greedy). `on_text(text,
+        finished)` is called with the first row's greedy text as each token is decoded.
 
         Beam search would give the k best continuations, but on a CPU it costs several times
         what greedy decoding of the same batch does (measured here: 48-102 s against 8 s for
@@ -240,6 +273,8 @@ class Vec2Text(nn.Module):
             stops += [ids[0] for ids in self.tokenizer(["\n", "\n\n"], add_special_tokens=False)["input_ids"]]
         common = {"attention_mask": mask, "max_new_tokens": self.max_new_tokens, "no_repeat_ngram_size": 3,
                   "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": stops}
+        if on_text is not None:
+            common["streamer"] = _FirstRowText(self.tokenizer, stops, on_text, self.single_line)
         if k == 1:
             out = self.lm.generate(inputs_embeds=inputs, do_sample=False, **common)
         else:
@@ -272,17 +307,18 @@ class Vec2Text(nn.Module):
                 self._merged = False
         self._merge_lock = threading.Lock()  # the app shares one loaded model between sessions
 
-    def generate(self, targets: np.ndarray, *, num_return_sequences: int = 1) -> list[list[str]]:
-        """Step 0: hypotheses for each target embedding (B, D)."""
+    def generate(self, targets: np.ndarray, *, num_return_sequences: int = 1, on_text=None) -> list[list[str]]:
+        """Step 0: hypotheses for each target embedding (B, D). `on_text(text, finished)`
+        watches the first target's greedy text being written."""
         t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
-        return self._generate(self.prefixes(t), [[] for _ in range(len(t))], num_return_sequences)
+        return self._generate(self.prefixes(t), [[] for _ in range(len(t))], num_return_sequences, on_text)
 
     def correct(self, targets: np.ndarray, hyp_embeddings: np.ndarray, hyp_texts: list[str], *,
-                num_return_sequences: int = 1) -> list[list[str]]:
-        """One correction of each hypothesis towards its target."""
+                num_return_sequences: int = 1, on_text=None) -> list[list[str]]:
+        """One correction of each hypothesis towards its target (`on_text`: as `generate`)."""
         t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
         h = torch.from_numpy(np.asarray(hyp_embeddings, dtype=np.float32))
-        return self._generate(self.prefixes(t, h), self.corrector_prompts(hyp_texts), num_return_sequences)
+        return self._generate(self.prefixes(t, h), self.corrector_prompts(hyp_texts), num_return_sequences, on_text)
 
     # ---- persistence: only what was trained -----------------------------------------------
 

@@ -100,6 +100,36 @@ def test_loop_reaches_a_reachable_target_and_best_never_decreases(embed):
     assert result.steps == tuple(steps)
 
 
+class WritingInverter(EditInverter):
+    """Reports its first row's text word by word through `on_text`, as Vec2Text does per token."""
+
+    def _written(self, rows, on_text):
+        words = rows[0][0].split()
+        for i in range(1, len(words) + 1):
+            on_text(" ".join(words[:i]), i == len(words))
+        return rows
+
+    def generate(self, targets, *, num_return_sequences=1, on_text):
+        return self._written(super().generate(targets, num_return_sequences=num_return_sequences), on_text)
+
+    def correct(self, targets, hyp_embeddings, hyp_texts, *, num_return_sequences=1, on_text):
+        rows = super().correct(targets, hyp_embeddings, hyp_texts, num_return_sequences=num_return_sequences)
+        return self._written(rows, on_text)
+
+
+def test_the_text_being_written_is_reported_with_its_step_before_the_step(embed):
+    seen: list[tuple[int, str, bool]] = []
+    gen = invert(WritingInverter(), target_of("cat sat mat"), embed, num_steps=3,
+                 on_text=lambda step, text, finished: seen.append((step, text, finished)))
+    steps = []
+    for step in gen:
+        steps.append(step)
+        assert seen[-1][0] == step.step and seen[-1][2], "a step's text is finished before the step comes"
+    assert seen[0] == (0, "sun", True)  # step 0: the inverter's text
+    assert {s for s, _, _ in seen} == {s.step for s in steps}
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+
 def test_beam_is_bounded_and_sorted(embed):
     for width in (1, 2, 3):
         steps, _ = run(invert(EditInverter(), target_of("the cat sat on the mat"), embed, sequence_beam_width=width))

@@ -83,6 +83,17 @@ def test_the_first_of_several_texts_is_the_greedy_one(trained, embedder):
     assert [row[0] for row in with_samples] == [row[0] for row in alone]
 
 
+def test_the_greedy_text_is_reported_token_by_token_as_it_is_written(trained, embedder):
+    model, _ = trained
+    seen: list[tuple[str, bool]] = []
+    rows = model.generate(embedder.encode(TEXTS[:2]), num_return_sequences=3,
+                          on_text=lambda text, finished: seen.append((text, finished)))
+    assert seen and seen[-1] == (rows[0][0], True)  # the first target's greedy text, complete
+    assert [finished for _, finished in seen].count(True) == 1
+    texts = [text for text, _ in seen]
+    assert all(b.startswith(a.rstrip()) or not a for a, b in zip(texts, texts[1:]))  # it only grows
+
+
 def test_samples_stop_at_one_and_a_half_times_their_greedy_text():
     import torch
 
