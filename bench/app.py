@@ -17,8 +17,10 @@ chromium with Playwright (`make browser-deps` installs it; never `playwright ins
   way to "Click anywhere" (each session loads its own model in the background).
 - A click on the centre of the largest gap (found here with the engine; pixels from
   `.nsewdrag`'s box and the figure's fixed axis ranges, ui/figures.py): `click_to_panel_s`
-  until the panel says "Filling (x, y)", `first_hypothesis_s` until "Step 0" and its table of
-  hypotheses are on screen, `fill_done_s` until "Written text", `map_result_s` until the map
+  until the panel says "Filling (x, y)", `first_text_s` until the first words of the inverter's
+  greedy hypothesis are on screen as it is written, `first_hypothesis_s` until that text is
+  complete ("First hypothesis", or step 0's table if that came first), `step0_table_s` until
+  "Step 0" and its table of all the step's hypotheses are, `fill_done_s` until "Written text", `map_result_s` until the map
   is redrawn with the result. The page polls a running fill every `ui.state.POLL_S` (1 s),
   which bounds how soon a step appears after it is computed. The same click is then made in
   the second session (`*_warm_s`).
@@ -86,6 +88,12 @@ PANEL_SHOWN = "() => [...document.querySelectorAll('h3')].some(h => h.textConten
 FIRST_CELL = "() => document.querySelector('[data-testid=\"stTable\"] tbody td')?.textContent || null"
 STEP0_SHOWN = """() => [...document.querySelectorAll('strong')].some(s => s.textContent === 'Step 0')
                        && !!(%s)()""" % FIRST_CELL
+# While step 0 runs the panel shows the inverter's greedy text as it is written ("Writing step
+# 0"), then "First hypothesis" once it is complete, while the sampled alternatives finish.
+FIRST_TEXT = """() => [...document.querySelectorAll('strong')].some(s => s.textContent === 'Writing step 0')
+                      && [...document.querySelectorAll('blockquote')].some(b => /\\w/.test(b.textContent))"""
+FIRST_HYPOTHESIS = """() => [...document.querySelectorAll('strong')].some(s => s.textContent === 'First hypothesis')
+                            || (%s)()""" % STEP0_SHOWN
 FILL_DONE = "() => [...document.querySelectorAll('strong')].some(s => s.textContent === 'Written text')"
 MAP_RESULT = "() => [...document.querySelectorAll('.legendtext')].some(e => e.textContent === 'result')"
 # Installed in every new page: when each thing first appears, in seconds since navigation.
@@ -108,7 +116,7 @@ MARKS_JS = """((watch, drawn) => {
     if (watch[watch.length - 1][0] in marks) clearInterval(timer);  // the last one: the rest is history
   }, 100);
 })(%s, %s)""" % (json.dumps(WATCH), PLOT_DRAWN)
-WARM_KEYS = ("click_to_panel_s", "first_hypothesis_s", "step0_server_s", "fill_done_s")
+WARM_KEYS = ("click_to_panel_s", "first_text_s", "first_hypothesis_s", "step0_table_s", "step0_server_s", "fill_done_s")
 # Other timed work on this machine: a phase that overlapped it is reported as contended.
 OTHERS = r"bench/(gapfill|vec2text|pumap|load)\.py|pytest"
 STEP_LINE = re.compile(r"Step (\d+) \((\w+), ([\d.]+) s\) · best cosine (-?[\d.]+)")
@@ -189,8 +197,9 @@ def free_port() -> int:
 
 
 def start_server(log_path: Path, timeout_s: float) -> tuple[subprocess.Popen, str, float]:
-    """The app as `make run` starts it (ui/launch.py: `streamlit run app.py` with its preloading)
-    on a free loopback port, once its health endpoint answers."""
+    """The app as `make run` starts it (ui/launch.py: the imports, corpus and map prepared, then
+    `streamlit run app.py`) on a free loopback port, once its health endpoint answers; the
+    seconds to that are `server_start_s`."""
     port = free_port()
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -289,8 +298,18 @@ def fill_gap(page, gap, ranges, timeout_s: float) -> dict[str, object]:
     page.mouse.click(px, py)
     wait_for(page, PANEL_SHOWN, "the fill panel", 60)
     out: dict[str, object] = {"click_to_panel_s": time.perf_counter() - start}
-    wait_for(page, STEP0_SHOWN, "the first hypothesis", timeout_s)
+    out["first_text_s"] = None
+    try:  # words of the first hypothesis, as they are written (a fast step 0 may skip them)
+        page.wait_for_function(f"() => ({FIRST_TEXT})() || ({FIRST_HYPOTHESIS})()", polling=POLL_MS,
+                               timeout=timeout_s * 1000)
+        if page.evaluate(FIRST_TEXT):
+            out["first_text_s"] = time.perf_counter() - start
+    except Exception:
+        pass
+    wait_for(page, FIRST_HYPOTHESIS, "the first hypothesis", timeout_s)
     out["first_hypothesis_s"] = time.perf_counter() - start
+    wait_for(page, STEP0_SHOWN, "step 0's table of hypotheses", timeout_s)
+    out["step0_table_s"] = time.perf_counter() - start
     panel = page.locator("h3", has_text="Filling (").first.inner_text()
     out["clicked"] = [float(v) for v in re.findall(r"-?\d+\.\d+", panel)]
     try:

@@ -70,7 +70,7 @@ else:
         closeup = figures.Click(run.x, run.y, snapshot.events, run.job.result)
         st.plotly_chart(state.memoized("closeup-figure", closeup, lambda: figures.closeup_figure(view, closeup)),
                         key="fill_closeup", width="stretch")
-        panels.fill_steps(snapshot)
+        panels.fill_steps(snapshot, run.writing.latest())
         if snapshot.state == "done":
             panels.fill_result(run.job.result)
         if started_running and snapshot.state != "running":

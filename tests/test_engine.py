@@ -92,3 +92,18 @@ def test_evaluate_reports_map_and_fill_metrics(engine):
     fills = report["fills"]
     assert fills["n"] >= 2 and 0 <= fills["novelty"] <= 1
     assert fills["text"]["perplexity"] > 1
+
+
+def test_adopting_shares_the_prepared_corpus_and_map_until_either_engine_replaces_its_own(
+        engine, tiny_st_model_dir, tmp_path):
+    if engine.map is None:
+        drive(engine.train_map(MAP))
+    other = Engine(embedder_model=str(tiny_st_model_dir), store=ModelStore(tmp_path))
+    other.adopt(engine)
+    assert other.corpus is engine.corpus and other.map is engine.map and other.embedder is engine.embedder
+    assert other.gaps(2) == engine.gaps(2)
+    before = engine.map
+    drive(other.train_map(MAP))  # the adopting engine's own new map
+    assert other.map is not before and engine.map is before
+    with pytest.raises(ValueError, match="embeds with"):
+        Engine(embedder_model="all-MiniLM-L6-v2", store=ModelStore(tmp_path)).adopt(engine)

@@ -1,14 +1,14 @@
-"""Start the app with what its first page view needs already under way.
+"""Start the app with what its first page view needs already done.
 
     python -m ui.launch [streamlit run options...]
 
-`streamlit run app.py` imports the engine (torch, 2-3 s), prepares the built-in corpus and its
-map, and loads the Vec2Text model only when the first browser session runs the page script,
-so the first visitor waits for all of it. This runs the same Streamlit server in this process
-and, in a background thread from the start, imports those modules (`sys.modules` is shared
-with the page scripts), prepares the built-in corpus and map once for every session, and loads
-the shipped (or saved) Vec2Text model into the cache the sessions share. A session that comes
-before it is done waits only for what is left. `make run` starts the app this way.
+`streamlit run app.py` imports the engine (torch: 2-3 s) and prepares the built-in corpus and
+its map only when the first browser session runs the page script, so the first visitor waits
+for all of it on top of the page itself. This does both first, then runs the same Streamlit
+server in this process (`sys.modules` is shared with the page scripts), with the Vec2Text
+model loaded into the cache the sessions share: the address it prints serves a ready app
+(about 8 s after the start here, once the built-in corpus is embedded and cached). `make run`
+starts the app this way.
 """
 from __future__ import annotations
 
@@ -16,23 +16,30 @@ import gc
 import logging
 import os
 import sys
-import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("ui.launch")
 
 
-def _preload() -> None:
+def _prepare() -> None:
+    """The imports, the built-in corpus and its map, the Vec2Text model. A failure is logged
+    and left to the sessions, which prepare what is missing themselves and show the error in
+    words."""
     try:
-        from ui import state
+        from ui import figures, panels, state  # noqa: F401 - the page scripts' imports
 
-        state.preload()
-        # What is loaded now lives as long as the server: out of the collector's sight, a
-        # collection no longer walks the millions of objects of torch and the models.
-        gc.freeze()
-    except Exception:  # noqa: BLE001 - the sessions then do it themselves and show the error
-        log.exception("preloading the app failed; sessions will prepare it themselves")
+        eng = state.preload_map()
+    except Exception:  # noqa: BLE001
+        log.exception("preparing the built-in corpus failed; sessions will try again")
+        return
+    state.preload_vec2text(eng)
+    view = eng.map_view()  # plotly loads each trace type's validators on first use: ~1 s of a first click
+    figures.closeup_figure(view, figures.Click(float(view.x[0]), float(view.y[0])))
+    # What is loaded now lives as long as the server: out of the collector's sight, a
+    # collection no longer walks the millions of objects of torch and the models.
+    gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
-    threading.Thread(target=_preload, name="gapfill-preload", daemon=True).start()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    _prepare()
+    log.info("prepared in %.1f s; starting the server", time.perf_counter() - start)
     sys.argv = ["streamlit", "run", str(ROOT / "app.py"), *(sys.argv[1:] if argv is None else argv)]
     return cli.main()  # Streamlit's own command line: same options, same server
 

@@ -42,8 +42,9 @@ def fill_settings(defaults, disabled: bool) -> None:
                    help="Rank candidate texts by cosine minus a penalty on how far from the click they land.")
 
 
-def fill_steps(snapshot: JobSnapshot) -> None:
-    """Each correction step as it comes: its candidate texts, their cosine and landing distance."""
+def fill_steps(snapshot: JobSnapshot, writing: tuple[int, str, bool] | None = None) -> None:
+    """Each correction step as it comes: its candidate texts, their cosine and landing
+    distance; while it runs, the text of the step being written (`Writing.latest()`)."""
     steps: tuple[FillStep, ...] = snapshot.events
     label = {"running": f"Writing… step {len(steps)}" if steps else "Writing… (inverter)",
              "done": f"Written in {len(steps)} steps", "failed": "The fill failed", "stopped": "Stopped"}
@@ -60,6 +61,13 @@ def fill_steps(snapshot: JobSnapshot) -> None:
                 "cosine": [f"{c.cosine:.3f}" for c in s.candidates],
                 "landing distance": [f"{c.distance:.3f}" for c in s.candidates],
             }), hide_index=True)
+        if snapshot.state == "running" and writing is not None and writing[0] == len(steps):
+            step, text, finished = writing
+            if step == 0 and finished:
+                st.markdown("**First hypothesis** (the inverter's greedy text; sampling alternatives…)")
+            else:
+                st.markdown(f"**Writing step {step}** ({'inverter' if step == 0 else 'correction of the best'}…)")
+            st.markdown(f"> {plain(text) or '…'}")
     if snapshot.state == "failed":
         st.error(f"Could not fill this point: {snapshot.error}")
 

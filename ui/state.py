@@ -23,7 +23,7 @@ import streamlit as st
 
 from gapfill.corpus import load_csv
 from gapfill.engine import Engine
-from gapfill.events import Progress, drive
+from gapfill.events import Progress
 from gapfill.filling import FillResult, FillStep
 from gapfill.jobs import Job
 from gapfill.vec2text import Vec2TextConfig
@@ -113,7 +113,7 @@ def builtin_engine(like: Engine, show_progress: bool = True) -> Engine:
     try:
         if key not in _BUILTIN.engines:
             eng = Engine(embedder_model=like.embedder_model, store=like.store, backbone_path=like.backbone_path)
-            progress = run_with_progress if show_progress else (lambda gen, label: drive(gen))
+            progress = run_with_progress if show_progress else _log_progress
             progress(eng.load_builtin(n=builtin_size()), "Embedding the built-in WordNet corpus")
             progress(eng.ensure_map(), "Preparing the map")
             _BUILTIN.engines = {key: eng}  # only the latest: an older map is not needed again
@@ -122,13 +122,30 @@ def builtin_engine(like: Engine, show_progress: bool = True) -> Engine:
         _BUILTIN.lock.release()
 
 
-def preload() -> None:
+def _log_progress(gen: Generator[Progress, None, T], label: str) -> T:
+    """Drive a generator of `Progress` events, logging every tenth of the way (a terminal)."""
+    logged = -1
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if int(event.fraction * 10) > logged:
+            logged = int(event.fraction * 10)
+            log.info("%s: %d%%", label, 10 * logged)
+
+
+def preload_map() -> Engine:
     """What the first page view would otherwise wait for, done ahead by `ui/launch.py`: the
-    imports (done by importing this module), the built-in corpus and map, and the shipped or
-    saved Vec2Text model in the cache all sessions share."""
-    eng = builtin_engine(Engine(), show_progress=False)
+    imports (done by importing this module) and the built-in corpus and its map."""
+    return builtin_engine(Engine(), show_progress=False)
+
+
+def preload_vec2text(eng: Engine) -> None:
+    """The shipped or saved Vec2Text model, loaded into the cache all sessions share, and the
+    embedding model its fills embed their texts with (shared through `Engine.adopt`)."""
+    eng.embedder.model  # noqa: B018 - loads it
     try:
-        _background_priority()
         eng.load_vec2text(loader=_shared_vec2text)
     except Exception as err:  # noqa: BLE001 - a session will try again and say why in words
         log.warning("Vec2Text not preloaded: %s", err)
@@ -238,6 +255,23 @@ def fill_settings() -> dict[str, object]:
 
 # ---- fills -------------------------------------------------------------------------------
 
+class Writing:
+    """The text a running fill is writing now: `update` is its `on_text` (called in the fill's
+    thread at every token), `latest` what the page shows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: tuple[int, str, bool] | None = None  # (step, text so far, finished)
+
+    def update(self, step: int, text: str, finished: bool) -> None:
+        with self._lock:
+            self._latest = (step, text, finished)
+
+    def latest(self) -> tuple[int, str, bool] | None:
+        with self._lock:
+            return self._latest
+
+
 @dataclass
 class FillRun:
     """The fill of one click: its job (events are `FillStep`s, the result a `FillResult`)."""
@@ -245,6 +279,7 @@ class FillRun:
     x: float
     y: float
     job: Job
+    writing: Writing = field(default_factory=Writing)  # the step being written, as it grows
     recorded: bool = False  # its trace is in FILL_TRACES
 
 
@@ -279,7 +314,9 @@ def start_pending_fill(eng: Engine) -> None:
         return
     x, y = st.session_state.pop(CLICK)
     settings = fill_settings()
-    st.session_state[FILL_RUN] = FillRun(x, y, Job("fill", lambda stop: eng.fill(x, y, **settings)))
+    writing = Writing()
+    job = Job("fill", lambda stop: eng.fill(x, y, on_text=writing.update, **settings))
+    st.session_state[FILL_RUN] = FillRun(x, y, job, writing)
 
 
 def record_finished_fill() -> None:
