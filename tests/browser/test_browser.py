@@ -1,4 +1,5 @@
-"""The app in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
+"""The app in a real browser: Debian's chromium driven by Playwright against the server that
+`make run` starts (ui/launch.py: `streamlit run app.py`, prepared first).
 
 One browser session walks through the app as a person would: click an empty region of the
 map and watch the fill, upload a CSV, train a map while switching pages. Tiny models (a 32-d
@@ -73,7 +74,8 @@ def server(setup) -> Iterator[str]:
     env = os.environ | setup["env"] | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     log = open(setup["root"] / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+        # As `make run` starts it: ui/launch.py prepares the corpus, map and models, then serves.
+        [sys.executable, "-m", "ui.launch", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
