@@ -307,6 +307,16 @@ class Vec2Text(nn.Module):
                 self._merged = False
         self._merge_lock = threading.Lock()  # the app shares one loaded model between sessions
 
+    def warm_up(self) -> None:
+        """One two-token generation, so that the first real one does not pay for transformers'
+        lazy imports and first-call set-up (about 1.5 s of the app's first click, measured)."""
+        keep = self.max_new_tokens
+        self.max_new_tokens = 2
+        try:
+            self.generate(np.full((1, self.dim), self.dim**-0.5, dtype=np.float32), num_return_sequences=2)
+        finally:
+            self.max_new_tokens = keep
+
     def generate(self, targets: np.ndarray, *, num_return_sequences: int = 1, on_text=None) -> list[list[str]]:
         """Step 0: hypotheses for each target embedding (B, D). `on_text(text, finished)`
         watches the first target's greedy text being written."""

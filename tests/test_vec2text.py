@@ -94,6 +94,14 @@ def test_the_greedy_text_is_reported_token_by_token_as_it_is_written(trained, em
     assert all(b.startswith(a.rstrip()) or not a for a, b in zip(texts, texts[1:]))  # it only grows
 
 
+def test_warm_up_generates_once_and_changes_nothing(trained, embedder):
+    model, _ = trained
+    targets = embedder.encode(TEXTS[:2])
+    before, limit = model.generate(targets), model.max_new_tokens
+    model.warm_up()
+    assert model.max_new_tokens == limit and model.generate(targets) == before
+
+
 def test_samples_stop_at_one_and_a_half_times_their_greedy_text():
     import torch
 

@@ -137,13 +137,15 @@ def add_click(fig: go.Figure, click: Click) -> None:
 
 
 def closeup_figure(view: MapView, click: Click, height: int = 340, min_share: float = 0.12,
-                   max_documents: int = 400) -> go.Figure:
+                   max_documents: int = 800) -> go.Figure:
     """The neighbourhood of a fill while it runs, redrawn at every step: the documents around
     the click (grey, text on hover), the click, every candidate's landing point and the path
-    through each step's best. Small on purpose, so that redrawing it costs the browser
-    little; the map itself changes once, when the fill is done."""
+    through each step's best. The window holds the click and the path (a candidate that lands
+    far away is off it); small on purpose, so that redrawing it costs the browser little. The
+    map itself changes once, when the fill is done."""
     lo, hi = np.asarray(view.bounds, dtype=float)
-    points = np.array([(click.x, click.y)] + [(c.x, c.y) for s in click.steps for c in s.candidates])
+    points = np.array([(click.x, click.y)] + [(s.best.x, s.best.y) for s in click.steps]
+                      + ([(click.result.landed_x, click.result.landed_y)] if click.result is not None else []))
     centre = (points.min(0) + points.max(0)) / 2
     half = np.maximum((points.max(0) - points.min(0)) / 2 * 1.25, (hi - lo) * min_share / 2)
     half[:] = half.max()  # a square window: distances look like what they are
@@ -168,8 +170,8 @@ def closeup_figure(view: MapView, click: Click, height: int = 340, min_share: fl
     add_click(fig, click)
     fig.update_layout(
         height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, hovermode="closest",
-        xaxis={"range": [box_lo[0], box_hi[0]], "zeroline": False, "showgrid": False},
-        yaxis={"range": [box_lo[1], box_hi[1]], "zeroline": False, "showgrid": False, "scaleanchor": "x"},
+        xaxis={"range": [box_lo[0], box_hi[0]], "autorange": False, "zeroline": False, "showgrid": False},
+        yaxis={"range": [box_lo[1], box_hi[1]], "autorange": False, "zeroline": False, "showgrid": False},
     )
     return fig
 

@@ -144,9 +144,9 @@ def preload_map() -> Engine:
 def preload_vec2text(eng: Engine) -> None:
     """The shipped or saved Vec2Text model, loaded into the cache all sessions share, and the
     embedding model its fills embed their texts with (shared through `Engine.adopt`)."""
-    eng.embedder.model  # noqa: B018 - loads it
+    eng.embedder.model.encode(["a first text, so that the first fill's is not"])  # loads and warms it
     try:
-        eng.load_vec2text(loader=_shared_vec2text)
+        eng.load_vec2text(loader=_shared_vec2text).warm_up()
     except Exception as err:  # noqa: BLE001 - a session will try again and say why in words
         log.warning("Vec2Text not preloaded: %s", err)
 
