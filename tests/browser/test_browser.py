@@ -164,8 +164,8 @@ def test_training_draws_a_growing_chart_and_survives_a_page_switch(page):
         field.fill(value)
         field.press("Tab")
     page.get_by_role("button", name="Train a new map").click()
-    status = page.get_by_text(re.compile(r"^running · "))
-    status.first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"^running · ")).first.wait_for(timeout=60_000)
+    status = page.get_by_text(re.compile(r"^(running|done) · "))  # it may well be done 3 s later
     first = status.first.inner_text()
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     time.sleep(3)
