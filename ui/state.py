@@ -144,7 +144,7 @@ def preload_map() -> Engine:
 def preload_vec2text(eng: Engine) -> None:
     """The shipped or saved Vec2Text model, loaded into the cache all sessions share, and the
     embedding model its fills embed their texts with (shared through `Engine.adopt`)."""
-    eng.embedder.model.encode(["a first text, so that the first fill's is not"])  # loads and warms it
+    eng.embedder.model.encode(["a first text, so that the first fill's is not"], show_progress_bar=False)  # loads, warms
     try:
         eng.load_vec2text(loader=_shared_vec2text).warm_up()
     except Exception as err:  # noqa: BLE001 - a session will try again and say why in words
