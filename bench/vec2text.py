@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--n-eval", type=int, default=50, help="held-out documents inverted with 5 steps")
     parser.add_argument("--n-long", type=int, default=10, help="of those, how many also get 20 steps")
     parser.add_argument("--n-decoded", type=int, default=100, help="map-decoded targets inverted")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="a model store (e.g. a `--save-to` folder of train-vec2text); default: the shipped models")
     args = parser.parse_args()
 
     import torch
@@ -95,7 +97,7 @@ def main() -> None:
     from gapfill.storage import ModelStore
     from gapfill.vec2text_train import select_texts
 
-    engine = Engine(store=ModelStore(SHIPPED_MODELS))
+    engine = Engine(store=ModelStore(args.models or SHIPPED_MODELS))
     from gapfill.events import drive
 
     drive(engine.load_builtin())

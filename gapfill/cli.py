@@ -8,8 +8,12 @@ import logging
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gapfill.events import Progress
+
+if TYPE_CHECKING:  # imported where used: `gapfill --help` needs no torch
+    from gapfill.engine import Engine
 
 
 def _render(gen: Generator[Progress, None, object], label: str):
@@ -94,11 +98,17 @@ def _engine_ready(args: argparse.Namespace):
     return engine
 
 
-def _render_fill(gen) -> object:
-    """Drive a fill with a bar over its correction steps, the best text so far beside it."""
+def _render_fill(engine: Engine, x: float, y: float, **kw) -> object:
+    """Drive a fill with a bar over its correction steps: the text being written in front of
+    it, the best cosine and landing distance so far behind it, each step's best text above."""
     from tqdm import tqdm
 
     with tqdm(desc="fill", unit="step", dynamic_ncols=True) as bar:
+
+        def writing(step: int, text: str, finished: bool) -> None:
+            bar.set_description_str(f"step {step}: {text[-60:]}" + ("" if finished else "…"))
+
+        gen = engine.fill(x, y, on_text=writing, **kw)
         while True:
             try:
                 step = next(gen)
@@ -116,7 +126,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
     kw = {"num_steps": args.num_steps, "sequence_beam_width": args.sequence_beam_width,
           "target_aware": not args.cosine_only}
     points = [(args.x, args.y)] if args.gaps is None else [(g.x, g.y) for g in engine.gaps(args.gaps)]
-    results = [_render_fill(engine.fill(x, y, **kw)) for x, y in points]
+    results = [_render_fill(engine, x, y, **kw) for x, y in points]
     if args.save_csv:
         engine.fills_frame().to_csv(args.save_csv, index=False)
     print(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
