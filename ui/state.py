@@ -3,9 +3,9 @@
 The engine is per browser session: it is mutable (a new corpus, a trained model, new fills),
 and `st.cache_resource` results must never be mutated. What never changes once made is shared
 by the sessions instead: the built-in corpus with its map (`builtin_engine`, adopted by each
-session's engine) and each saved Vec2Text model (`_shared_vec2text`). Long work that must survive a click or a page switch (a
-fill, a training) runs as a `gapfill.jobs.Job` kept here in session state; the pages poll its
-snapshot. A browser reload starts a new session with a new engine, so a job is deliberately
+session's engine) and each saved Vec2Text model (`_shared_vec2text`). Long work that must
+survive a click or a page switch (a fill, a training) runs as a `gapfill.jobs.Job` kept here
+in session state; the pages poll its snapshot. A browser reload starts a new session with a new engine, so a job is deliberately
 not kept beyond its session: its result would belong to an engine nobody holds any more.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TypeVar
 import streamlit as st
 
 from gapfill.corpus import load_csv
-from gapfill.engine import Engine
+from gapfill.engine import MAP_KIND, Engine
 from gapfill.events import Progress
 from gapfill.filling import FillResult, FillStep
 from gapfill.jobs import Job
@@ -106,7 +106,7 @@ def builtin_engine(like: Engine, show_progress: bool = True) -> Engine:
     embedder, backbone and store, the current saved map: one saved on the Train page is used
     from the next session on), prepared on first use with progress bars on the page; a session
     that comes meanwhile waits with a spinner."""
-    key = (builtin_size(), like.embedder_model, like.backbone_path, str(like.store.root), like.store.current("pumap"))
+    key = (builtin_size(), like.embedder_model, like.backbone_path, str(like.store.root), like.store.current(MAP_KIND))
     if not _BUILTIN.lock.acquire(blocking=False):
         with st.spinner("Preparing the built-in corpus and its map…"):
             _BUILTIN.lock.acquire()
