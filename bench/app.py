@@ -46,18 +46,18 @@ import cProfile
 import json
 import pstats
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 # Python puts this script's folder first on the path, where bench/gapfill.py would stand
 # in for the gapfill package: the repository root goes there instead.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
+
+from gapfill.local_server import ServerDidNotStart, free_port, memory_mib, stop, wait_until_up  # noqa: E402 - after the path
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Flags verified with this chromium (shared/notes/streamlit.md).
@@ -190,12 +190,6 @@ def profile_fill(eng, gap, top: int = 15) -> dict[str, float]:
 
 # ---- the server -----------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(log_path: Path, timeout_s: float) -> tuple[subprocess.Popen, str, float]:
     """The app as `make run` starts it (ui/launch.py: the imports, corpus and map prepared, then
     `streamlit run app.py`) on a free loopback port, once its health endpoint answers; the
@@ -208,31 +202,12 @@ def start_server(log_path: Path, timeout_s: float) -> tuple[subprocess.Popen, st
         cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                return proc, url, time.perf_counter() - start
-        except OSError:
-            if proc.poll() is not None or time.perf_counter() - start > timeout_s:
-                proc.kill()
-                raise RuntimeError(f"streamlit did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    """The server's resident set now and at its highest (VmRSS, VmHWM), in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return {key: round(int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) / 1024)
-            for key in ("VmRSS", "VmHWM")}
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        wait_until_up(f"{url}/_stcore/health", proc, timeout_s, log_path)
+    except ServerDidNotStart:
+        stop(proc)
+        raise
+    return proc, url, time.perf_counter() - start
 
 
 # ---- the browser ----------------------------------------------------------------------------
@@ -428,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 browser.close()
     finally:
-        stop_server(proc)
+        stop(proc)
     print(f"server log: {log_path}", file=sys.stderr)
     if args.profile:
         figures["inprocess_s"] = profile_fill(eng, gap)

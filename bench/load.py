@@ -25,7 +25,6 @@ import argparse
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,32 +38,14 @@ import numpy as np
 
 # Python puts this script's folder first on the path, where bench/gapfill.py would stand
 # in for the gapfill package: the repository root goes there instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 REPO = Path(__file__).resolve().parents[1]
-# The repository before bench/ on the path: a script's own folder comes first, and a module in
-# it named like the package would shadow `gapfill`.
-sys.path.insert(0, str(REPO))
+sys.path[0] = str(REPO)
+
+from gapfill.local_server import ServerDidNotStart, free_port, memory_mib, stop, wait_until_up  # noqa: E402
 API = "/api/advanced-gap-filling"
 TINY_MAP = {"n_epochs": 20, "encoder_epochs": 5, "decoder_epochs": 5, "transform_steps": 10}
 TINY_V2T = {"epochs": 1, "batch_size": 4, "num_prefix": 2, "lora_rank": 2, "corrector_documents": 4,
             "max_length": 24, "max_documents": 24, "num_steps": 1, "sequence_beam_width": 2}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    """VmRSS (now) and VmHWM (the highest so far) of a process, in MiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = round(int(value.split()[0]) / 1024, 1)  # the kernel reports kB
-    return fields
 
 
 class Server:
@@ -77,28 +58,17 @@ class Server:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen([sys.executable, "-m", "gapfill.cli", "serve", "--port", str(self.port)],
                                         cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + start_timeout
-        while True:
-            try:
-                if httpx.get(f"{self.url}{API}/status", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise SystemExit(f"the server did not start; its log ends:\n{self.log_tail()}")
-            time.sleep(0.2)
+        try:
+            wait_until_up(f"{self.url}{API}/status", self.process, start_timeout, self.log_path)
+        except ServerDidNotStart as err:
+            self.close()
+            raise SystemExit(str(err)) from None
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, timeout_s=15)
         self._log.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 import torch
@@ -24,6 +22,7 @@ from fastapi.testclient import TestClient
 from gapfill.api import app_factory, create_app, is_loopback, serving_token
 from gapfill.backbone import backbone_dir, build_tiny_backbone
 from gapfill.engine import Engine
+from gapfill.local_server import ServerDidNotStart, free_port, stop, wait_until_up
 from gapfill.storage import ModelStore
 
 pytestmark = pytest.mark.skipif(not (backbone_dir() / "READY.json").exists(), reason="run make setup")
@@ -205,16 +204,10 @@ def test_background_training_reports_progress_refuses_other_work_and_stops(fresh
     assert fresh.post(f"{API}/stop").json()["stopping"] is False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def live_server(tiny_st_model_dir: Path, tiny_backbone: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`gapfill serve` in a subprocess on tiny models; yields its URL and model store."""
-    port, store = _free_port(), tmp_path / "models"
+    port, store = free_port(), tmp_path / "models"
     env = os.environ | {"GAPFILL_EMBEDDER": str(tiny_st_model_dir), "GAPFILL_BACKBONE": str(tiny_backbone),
                         "GAPFILL_MODELS": str(store), "GAPFILL_BUILTIN_N": str(N_DOCS),
                         "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -223,24 +216,13 @@ def live_server(tiny_st_model_dir: Path, tiny_backbone: Path, tmp_path: Path) ->
                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}{API}/status", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        try:
+            wait_until_up(f"{url}{API}/status", server, 60, tmp_path / "server.log")
+        except ServerDidNotStart as err:
+            pytest.fail(str(err))
         yield url, store
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, timeout_s=10)
         log.close()
 
 

@@ -174,11 +174,9 @@ def memoized(name: str, key: object, compute: Callable[[], T]) -> T:
 
 
 def per_map(eng: Engine, name: str, compute: Callable[[], T]) -> T:
-    """`compute()` once per map: kept until the engine's map object changes."""
-    memo = st.session_state.setdefault(MEMO, {})
-    if name not in memo or memo[name][0] is not eng.map:
-        memo[name] = (eng.map, compute())
-    return memo[name][1]
+    """`compute()` once per map: kept until the engine's map object changes (a map compares
+    equal only to itself)."""
+    return memoized(name, eng.map, compute)
 
 
 # ---- Vec2Text ----------------------------------------------------------------------------

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 from gapfill.backbone import backbone_dir, build_tiny_backbone
 from gapfill.engine import Engine
 from gapfill.events import drive
+from gapfill.local_server import free_port, stop, wait_until_up
 from gapfill.pumap import ParametricUMAPConfig
 from gapfill.vec2text import Vec2TextConfig
 
@@ -37,12 +36,6 @@ N_DOCS = 120
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 LOAD_S, FILL_S = 180, 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -81,19 +74,10 @@ def server(setup) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"streamlit did not start: {(setup['root'] / 'streamlit.log').read_text()}")
-                time.sleep(0.5)
+        wait_until_up(f"{url}/_stcore/health", proc, 60, setup["root"] / "streamlit.log")
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
         log.close()
 
 
