@@ -305,7 +305,6 @@ class Vec2Text(nn.Module):
             if self._merged:
                 self.lm.unmerge_adapter()
                 self._merged = False
-        self._merge_lock = threading.Lock()  # the app shares one loaded model between sessions
 
     def warm_up(self) -> None:
         """One two-token generation, so that the first real one does not pay for transformers'
