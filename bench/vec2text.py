@@ -14,6 +14,7 @@ Last line: one JSON object of figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -46,8 +47,10 @@ def bleu(hypotheses: list[str], references: list[str], n: int = 4) -> float:
     return float(bp * math.exp(sum(logs) / n)) if matched[0] else 0.0
 
 
-def run_inversions(model, targets, embed, num_steps, width):
-    """(step-0 texts and cosines, final texts and cosines, first-step seconds, total seconds)."""
+def run_inversions(model, targets, embed, num_steps, width, bank, bank_emb):
+    """(step-0 texts and cosines, final texts and cosines, first-step seconds, total seconds).
+    Each loop gets the model's `seed_documents` texts of `bank` nearest its target, as a fill
+    gets the corpus's; step 0's figures are those of the inverter's own hypotheses."""
     from gapfill.correction import invert
 
     out = {"step0": [], "step0_cos": [], "final": [], "final_cos": [], "first_s": [], "fill_s": [], "best_step": [],
@@ -60,7 +63,8 @@ def run_inversions(model, targets, embed, num_steps, width):
             if step == 0 and finished and not greedy_done:
                 greedy_done.append(time.perf_counter() - t)
 
-        gen = invert(model, target, embed, num_steps=num_steps, sequence_beam_width=width, on_text=on_text)
+        seeds = [bank[i] for i in np.argsort(-(bank_emb @ target), kind="stable")[: model.config.seed_documents]]
+        gen = invert(model, target, embed, num_steps=num_steps, sequence_beam_width=width, on_text=on_text, seeds=seeds)
         steps = []
         while True:
             try:
@@ -72,8 +76,9 @@ def run_inversions(model, targets, embed, num_steps, width):
                 out["first_s"].append(time.perf_counter() - t)
                 out["greedy_s"].append(greedy_done[0] if greedy_done else out["first_s"][-1])
         out["fill_s"].append(time.perf_counter() - t)
-        out["step0"].append(steps[0].best.text)
-        out["step0_cos"].append(steps[0].best.cosine)
+        written0 = [c for c in steps[0].candidates if not c.seed]
+        out["step0"].append(written0[0].text)
+        out["step0_cos"].append(written0[0].cosine)
         out["final"].append(result.best.text)
         out["final_cos"].append(result.best.cosine)
         out["best_step"].append(result.best_step)
@@ -88,6 +93,8 @@ def main() -> None:
     parser.add_argument("--n-decoded", type=int, default=100, help="map-decoded targets inverted")
     parser.add_argument("--models", type=Path, default=None,
                         help="a model store (e.g. a `--save-to` folder of train-vec2text); default: the shipped models")
+    parser.add_argument("--seed-documents", type=int, default=None,
+                        help="nearest training texts given to each loop to rewrite (default: the model's seed_documents)")
     args = parser.parse_args()
 
     import torch
@@ -104,6 +111,8 @@ def main() -> None:
     engine.load_map()
     model = engine.load_vec2text()
     embed = engine.embedder.encode
+    if args.seed_documents is not None:
+        model.config = dataclasses.replace(model.config, seed_documents=args.seed_documents)
     cfg = model.config
 
     train, val = select_texts(list(engine.corpus.texts), cfg)
@@ -116,13 +125,14 @@ def main() -> None:
     targets = engine.embeddings[pick]
     truth = [texts[i] for i in pick]
 
-    runs = run_inversions(model, targets, embed, cfg.num_steps, cfg.sequence_beam_width)
-    long_runs = run_inversions(model, targets[: args.n_long], embed, 20, cfg.sequence_beam_width)
+    # The loops' seeds come from the training texts, the retrieval baseline's own pool.
+    runs = run_inversions(model, targets, embed, cfg.num_steps, cfg.sequence_beam_width, train, e_train)
+    long_runs = run_inversions(model, targets[: args.n_long], embed, 20, cfg.sequence_beam_width, train, e_train)
     retrieval = (targets @ e_train.T).max(1)
 
     pick_d = rng.choice(held, size=min(args.n_decoded, len(held)), replace=False)
     decoded = engine.map.decode(engine.map.encode(engine.embeddings[pick_d]))
-    runs_d = run_inversions(model, decoded, embed, cfg.num_steps, cfg.sequence_beam_width)
+    runs_d = run_inversions(model, decoded, embed, cfg.num_steps, cfg.sequence_beam_width, train, e_train)
     retrieval_d = (decoded @ e_train.T).max(1)
 
     for i in range(min(5, len(truth))):
@@ -147,7 +157,7 @@ def main() -> None:
         "decoded_step0_cos": round(float(np.mean(runs_d["step0_cos"])), 4),
         "decoded_retrieval_cos": round(float(retrieval_d.mean()), 4),
         "n_eval": len(pick), "n_long": min(args.n_long, len(pick)), "n_decoded": len(pick_d),
-        "n_train": len(train),
+        "n_train": len(train), "seed_documents": cfg.seed_documents,
     }
     print(json.dumps(result))
 

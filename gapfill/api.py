@@ -247,7 +247,7 @@ def fill_gap(body: FillRequest, engine: EngineDep, worker: WorkerDep) -> dict:
     with worker.exclusive("fill-gap"):
         result = drive(engine.fill(body.x, body.y, num_steps=body.num_steps,
                                    sequence_beam_width=body.sequence_beam_width,
-                                   target_aware=body.target_aware), steps.append)
+                                   target_aware=body.target_aware, seed_documents=body.seed_documents), steps.append)
     return plain({"result": result, "steps": steps})
 
 

@@ -63,6 +63,7 @@ class FillRequest(BaseModel):
     num_steps: int | None = Field(None, ge=0, le=50, description="Correction steps (default: the model's).")
     sequence_beam_width: int | None = Field(None, ge=1, le=16, description="Hypotheses kept per step.")
     target_aware: bool = Field(True, description="Prefer texts that land near the point.")
+    seed_documents: int | None = Field(None, ge=0, le=8, description="Nearest corpus documents given to the corrector to rewrite (default: the model's).")
 
 
 class VersionRequest(BaseModel):

@@ -124,7 +124,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
         raise ValueError("give a point (X Y) or --gaps K to fill the K largest gaps")
     engine = _engine_ready(args)
     kw = {"num_steps": args.num_steps, "sequence_beam_width": args.sequence_beam_width,
-          "target_aware": not args.cosine_only}
+          "target_aware": not args.cosine_only, "seed_documents": args.seed_documents}
     points = [(args.x, args.y)] if args.gaps is None else [(g.x, g.y) for g in engine.gaps(args.gaps)]
     results = [_render_fill(engine, x, y, **kw) for x, y in points]
     if args.save_csv:
@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gaps", type=int, default=None, metavar="K", help="fill the K largest gaps instead of a point")
     p.add_argument("--num-steps", type=int, default=None, help="correction steps (default: the model's)")
     p.add_argument("--sequence-beam-width", type=int, default=None, help="hypotheses kept per step (default: the model's)")
+    p.add_argument("--seed-documents", type=int, default=None,
+                   help="nearest corpus documents given to the corrector to rewrite (default: the model's)")
     p.add_argument("--cosine-only", action="store_true", help="rank texts by cosine alone, not also by where they land")
     p.add_argument("--save-csv", type=Path, default=None, help="also write the fills to this CSV file")
     p.set_defaults(func=cmd_fill)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,7 +58,8 @@ class Candidate:
 
     `cosine` is always the true cosine to the target; `score` is what ranks candidates, and
     equals `cosine` unless the caller gave a scorer (e.g. one that also rewards where the text
-    lands on the 2D map).
+    lands on the 2D map). `seed` marks a text the caller gave (see `invert`'s `seeds`), not
+    one the model wrote.
     """
 
     text: str
@@ -66,15 +67,18 @@ class Candidate:
     score: float
     step: int
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    seed: bool = False
 
 
 @dataclass(frozen=True)
 class Step:
-    """What one step of the loop produced; step 0 holds the inverter's own hypotheses.
+    """What one step of the loop produced; step 0 holds the inverter's own hypotheses (and
+    the seeds, if any).
 
     `candidates` are this step's new texts, best first; `beam` is the `sequence_beam_width`
-    best texts so far, best first, and `best` is its head; `improved` says whether this step
-    beat the best score so far by more than `min_improvement`.
+    best texts so far, best first, seeds included; `best` is the best text the model has
+    written so far (never a seed); `improved` says whether this step's best written text
+    beat that of the steps before by more than `min_improvement`.
     """
 
     step: int
@@ -112,7 +116,7 @@ def _unit_target(target: np.ndarray, model: Inverter) -> np.ndarray:
 
 
 def _score(
-    texts: list[str], embed: Embed, target: np.ndarray, scorer: Scorer | None, step: int
+    texts: list[str], embed: Embed, target: np.ndarray, scorer: Scorer | None, step: int, seed: bool = False
 ) -> list[Candidate]:
     """Embed `texts` in one call and rank them, best first."""
     if not texts:
@@ -129,7 +133,7 @@ def _score(
     if score.shape != (len(texts),):
         raise ValueError(f"scorer must return one score per text, shape ({len(texts)},); got {score.shape}")
     found = [
-        Candidate(text=t, cosine=float(c), score=float(s), step=step, embedding=e)
+        Candidate(text=t, cosine=float(c), score=float(s), step=step, embedding=e, seed=seed)
         for t, c, s, e in zip(texts, cosine, score, emb)
     ]
     return sorted(found, key=lambda c: -c.score)  # stable: ties keep the model's order
@@ -161,8 +165,14 @@ def invert(
     scorer: Scorer | None = None,
     min_improvement: float = 1e-4,
     on_text: Callable[[int, str, bool], None] | None = None,
+    seeds: Sequence[str] = (),
 ) -> Generator[Step, None, InversionResult]:
     """Invert one embedding (D,): yield each `Step`, return the `InversionResult`.
+
+    `seeds` are texts that join step 0's hypotheses, typically the documents nearest the
+    target: the corrector rewrites them like any hypothesis (a rewrite of a close document
+    starts closer than the inverter's own guess), but the loop never returns one, so the
+    result is always a text the model wrote.
 
     `on_text(step, text, finished)`, when given, is called while a step is being written,
     with its first text so far: step 0's greedy hypothesis, then each correction of the best
@@ -181,7 +191,8 @@ def invert(
     if min_improvement < 0:
         raise ValueError(f"min_improvement must be >= 0, got {min_improvement}")
     unit = _unit_target(target, model)
-    return _loop(model, unit, embed, num_steps, sequence_beam_width, scorer, min_improvement, on_text)
+    seeds = [t for t in seeds if isinstance(t, str) and t.strip()]
+    return _loop(model, unit, embed, num_steps, sequence_beam_width, scorer, min_improvement, on_text, seeds)
 
 
 def _loop(
@@ -193,6 +204,7 @@ def _loop(
     scorer: Scorer | None,
     min_improvement: float,
     on_text: Callable[[int, str, bool], None] | None = None,
+    seeds: Sequence[str] = (),
 ) -> Generator[Step, None, InversionResult]:
     def watch(step: int) -> dict[str, object]:
         return {} if on_text is None else {"on_text": functools.partial(on_text, step)}
@@ -200,17 +212,19 @@ def _loop(
     start = time.perf_counter()
     seen: set[str] = set()
     hyps = _check_rows(model.generate(target[None], num_return_sequences=width, **watch(0)), 1, "generate")
-    beam = _score(_unique(hyps[0], seen), embed, target, scorer, step=0)[:width]
-    if not beam:
+    written = _score(_unique(hyps[0], seen), embed, target, scorer, step=0)
+    if not written:
         raise ValueError("model.generate returned no hypothesis text; it must return at least one")
-    steps = [Step(0, tuple(beam), tuple(beam), beam[0], True, time.perf_counter() - start)]
-    logger.debug("step 0: best cosine %.4f %r", beam[0].cosine, beam[0].text)
+    given = _score(_unique(list(seeds), seen), embed, target, scorer, step=0, seed=True)
+    beam = _ranked(written + given)[:width]
+    best = written[0]  # the best text the model wrote so far
+    steps = [Step(0, tuple(_ranked(written + given)), tuple(beam), best, True, time.perf_counter() - start)]
+    logger.debug("step 0: best cosine %.4f %r", best.cosine, best.text)
     yield steps[0]
 
     stopped = "num_steps"
     for step in range(1, num_steps + 1):
         start = time.perf_counter()
-        best_score = beam[0].score
         # One batched call for the whole beam: rows are (target, hypothesis embedding, text).
         hyp_emb = np.stack([c.embedding for c in beam])  # (K, D)
         proposals = model.correct(
@@ -223,22 +237,24 @@ def _loop(
         flat = [t for row in _check_rows(proposals, len(beam), "correct") for t in row]
         new = _score(_unique(flat, seen), embed, target, scorer, step=step)
         # Sequence-level beam search (Morris et al. 2023, sec. 4): old beam and new texts compete.
-        beam = sorted(beam + new, key=lambda c: -c.score)[:width]
+        beam = _ranked(beam + new)[:width]
         # Compare with the score saved before this step; updating it the other way round is
         # why the vec2text package's early stop never fires.
-        improved = bool(new) and new[0].score > best_score + min_improvement
-        steps.append(Step(step, tuple(new), tuple(beam), beam[0], improved, time.perf_counter() - start))
-        logger.debug(
-            "step %d: %d new texts, best cosine %.4f %r", step, len(new), beam[0].cosine, beam[0].text
-        )
+        improved = bool(new) and new[0].score > best.score + min_improvement
+        best = new[0] if improved else best
+        steps.append(Step(step, tuple(new), tuple(beam), best, improved, time.perf_counter() - start))
+        logger.debug("step %d: %d new texts, best cosine %.4f %r", step, len(new), best.cosine, best.text)
         yield steps[-1]
         if not improved:
             stopped = "no_improvement"
             break
 
-    best = beam[0]
     logger.info("inverted in %d steps (%s): cosine %.4f", len(steps) - 1, stopped, best.cosine)
     return InversionResult(best=best, steps=tuple(steps), stopped=stopped, best_step=best.step)
+
+
+def _ranked(candidates: list[Candidate]) -> list[Candidate]:
+    return sorted(candidates, key=lambda c: -c.score)  # stable: ties keep their order
 
 
 def _proposals(width: int, beam: int) -> int:

@@ -242,7 +242,8 @@ class Engine:
         return find_gaps(self.positions, k)
 
     def fill(self, x: float, y: float, *, num_steps: int | None = None, sequence_beam_width: int | None = None,
-             target_aware: bool = True, on_text=None) -> Generator[FillStep, None, FillResult]:
+             target_aware: bool = True, seed_documents: int | None = None,
+             on_text=None) -> Generator[FillStep, None, FillResult]:
         """Write a text for the map point (x, y); yields every correction step with where each
         hypothesis lands. Defaults for the loop come from the Vec2Text model's config.
         `on_text(step, text, finished)` watches each step's first text being written."""
@@ -251,7 +252,8 @@ class Engine:
             model, pumap, self.embedder.encode, self.embeddings, self.corpus.texts, x, y,
             num_steps=model.config.num_steps if num_steps is None else num_steps,
             sequence_beam_width=model.config.sequence_beam_width if sequence_beam_width is None else sequence_beam_width,
-            target_aware=target_aware, on_text=on_text,
+            target_aware=target_aware,
+            seed_documents=model.config.seed_documents if seed_documents is None else seed_documents, on_text=on_text,
         )
         with self.lock:
             self.fills.append(result)

@@ -36,6 +36,7 @@ class Landing:
     y: float
     distance: float  # to the click, as a share of the map's diagonal
     step: int
+    seed: bool = False  # a corpus document given to the corrector, not a written text
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class _Lander:
     def landing(self, c: Candidate) -> Landing:
         p = self.positions(c.embedding[None])[0]
         d = float(np.linalg.norm(p - self.click)) / self.diagonal
-        return Landing(c.text, c.cosine, float(p[0]), float(p[1]), d, c.step)
+        return Landing(c.text, c.cosine, float(p[0]), float(p[1]), d, c.step, c.seed)
 
 
 def fill(
@@ -117,19 +118,26 @@ def fill(
     num_steps: int = 5,
     sequence_beam_width: int = 4,
     target_aware: bool = True,
+    seed_documents: int = 0,
     on_text: Callable[[int, str, bool], None] | None = None,
 ) -> Generator[FillStep, None, FillResult]:
     """Write a text for the point (x, y) of the map; yields every correction step
-    (`on_text`: watch each step's first text being written, see `correction.invert`)."""
+    (`on_text`: watch each step's first text being written, see `correction.invert`).
+    The `seed_documents` corpus documents nearest the target join the first hypotheses for
+    the corrector to rewrite; the result is never one of them."""
     check_click(pumap, x, y)
+    if seed_documents < 0:
+        raise ValueError(f"seed_documents must be 0 or more, got {seed_documents}")
     target = pumap.decode(np.array([x, y], dtype=np.float32))
+    nearest_docs = np.argsort(-(corpus_embeddings @ target), kind="stable")[:seed_documents]
     lander = _Lander(pumap, x, y)
 
     def scorer(embeddings: np.ndarray, t: np.ndarray) -> np.ndarray:
         return embeddings @ t - DISTANCE_WEIGHT * lander.distances(embeddings)
 
     gen = invert(model, target, embed, num_steps=num_steps, sequence_beam_width=sequence_beam_width,
-                 scorer=scorer if target_aware else None, on_text=on_text)
+                 scorer=scorer if target_aware else None, on_text=on_text,
+                 seeds=[corpus_texts[i] for i in nearest_docs])
     while True:
         try:
             step: Step = next(gen)

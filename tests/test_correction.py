@@ -217,3 +217,39 @@ def test_invert_embeddings_returns_one_text_per_row(embed):
 def test_candidate_repr_leaves_out_the_embedding():
     c = Candidate("cat", 0.5, 0.5, 0, embedding=np.ones(3))
     assert "embedding" not in repr(c)
+
+
+def test_seeds_are_rewritten_but_never_returned():
+    """A seed close to the target joins step 0's beam, the corrector edits it, and the result
+    is a written text, even where the seed itself is closer than anything written."""
+    embed = BagOfWords()
+    target = embed(["the cat sat on the mat"])[0]
+    gen = invert(EditInverter("sun"), target, embed, num_steps=3, sequence_beam_width=2, seeds=["the cat sat on the"])
+    steps, result = run(gen)
+    seed = [c for c in steps[0].candidates if c.seed]
+    assert [c.text for c in seed] == ["the cat sat on the"]
+    assert steps[0].best.text == "sun" and not steps[0].best.seed  # step 0's best is the inverter's
+    assert any(c.seed for c in steps[0].beam)  # ... while the seed leads the beam
+    written = [c for s in steps[1:] for c in s.candidates]
+    assert any(c.text.startswith("the cat sat on the") for c in written)  # edits of the seed
+    assert not result.best.seed and result.best.text != "the cat sat on the"
+    assert result.best.cosine > seed[0].cosine  # one edit of the seed reaches the target
+    assert result.best.cosine == pytest.approx(1.0)
+
+
+def test_improvement_is_measured_against_written_texts_only():
+    """A seed better than every rewrite does not stop the loop: a step improves when its best
+    text beats the best text written before it."""
+    embed = BagOfWords()
+    target = embed(["cat dog sat ran"])[0]
+    steps, result = run(invert(EditInverter("sun"), target, embed, num_steps=2, sequence_beam_width=1,
+                               seeds=["cat dog sat ran red"]))
+    assert [s.improved for s in steps[1:]] == [True, True]
+    assert result.stopped == "num_steps" and not result.best.seed
+    assert all(s.best.cosine <= steps[-1].best.cosine for s in steps)
+
+
+def test_blank_seeds_are_ignored():
+    embed = BagOfWords()
+    steps, _ = run(invert(EditInverter(), embed(["cat"])[0], embed, num_steps=0, seeds=["", "  "]))
+    assert not any(c.seed for c in steps[0].candidates)

@@ -62,6 +62,19 @@ def test_fill_yields_every_step_and_lands_near_the_click(engine):
     assert list(frame["text"]) == [result.text]
 
 
+def test_a_fill_rewrites_the_nearest_documents_when_asked_and_never_returns_one(engine):
+    gap = engine.gaps(3)[0]
+    steps = []
+    result = drive(engine.fill(gap.x, gap.y, seed_documents=2, num_steps=1), steps.append)
+    target = engine.map.decode(np.array([gap.x, gap.y], dtype=np.float32))
+    nearest = {engine.corpus.texts[i] for i in np.argsort(-(engine.embeddings @ target))[:2]}
+    seeds = {c.text for c in steps[0].candidates if c.seed}
+    assert seeds == nearest
+    assert not steps[0].best.seed and result.text not in seeds
+    with pytest.raises(ValueError, match="seed_documents"):
+        drive(engine.fill(gap.x, gap.y, seed_documents=-1))
+
+
 def test_fill_refuses_points_far_outside_the_map_and_non_numbers(engine):
     lo, hi = engine.map.bounds
     with pytest.raises(ValueError, match="far outside"):

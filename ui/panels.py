@@ -31,13 +31,16 @@ def plain(text: str) -> str:
 
 def fill_settings(defaults, disabled: bool) -> None:
     """The correction loop's settings; defaults from the Vec2Text model's config."""
-    left, middle, right = st.columns(3)
+    left, middle, seeds, right = st.columns(4)
     left.number_input("Correction steps (num_steps)", min_value=0, max_value=50, value=defaults.num_steps,
                       key=state.NUM_STEPS, persist_state="session", disabled=disabled,
                       help=_help(type(defaults), "num_steps"))
     middle.number_input("Beam width (sequence_beam_width)", min_value=1, max_value=16,
                         value=defaults.sequence_beam_width, key=state.BEAM_WIDTH, persist_state="session",
                         disabled=disabled, help=_help(type(defaults), "sequence_beam_width"))
+    seeds.number_input("Documents to rewrite (seed_documents)", min_value=0, max_value=8,
+                       value=defaults.seed_documents, key=state.SEED_DOCUMENTS, persist_state="session",
+                       disabled=disabled, help=_help(type(defaults), "seed_documents"))
     right.checkbox("Target-aware", value=True, key=state.TARGET_AWARE, persist_state="session", disabled=disabled,
                    help="Rank candidate texts by cosine minus a penalty on how far from the click they land.")
 
@@ -56,11 +59,14 @@ def fill_steps(snapshot: JobSnapshot, writing: tuple[int, str, bool] | None = No
                         + (" · improved" if s.improved and s.step else ""))
             # A plain table, not st.dataframe: the grid's script loads and draws for about a
             # second on the page's first fill, while the user waits for this very text.
-            st.table(pd.DataFrame({
+            table = {
                 "text": [c.text for c in s.candidates],
                 "cosine": [f"{c.cosine:.3f}" for c in s.candidates],
                 "landing distance": [f"{c.distance:.3f}" for c in s.candidates],
-            }), hide_index=True)
+            }
+            if any(c.seed for c in s.candidates):  # step 0: the nearest documents, given to rewrite
+                table["from"] = ["corpus (to rewrite)" if c.seed else "written" for c in s.candidates]
+            st.table(pd.DataFrame(table), hide_index=True)
         if snapshot.state == "running" and writing is not None and writing[0] == len(steps):
             step, text, finished = writing
             if step == 0 and finished:

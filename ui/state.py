@@ -43,6 +43,7 @@ VEC2TEXT_LOADER = "vec2text_loader"  # the Job loading it in the background
 MEMO = "memo"  # per-map results: {name: (map, value)}
 # Widget keys of the fill settings, the gap overlay and the corpus page.
 NUM_STEPS, BEAM_WIDTH, TARGET_AWARE = "fill_num_steps", "fill_beam_width", "fill_target_aware"
+SEED_DOCUMENTS = "fill_seed_documents"
 SHOW_GAPS, GAP_COUNT = "show_gaps", "gap_count"
 UPLOAD, TEXT_COLUMN = "corpus_upload", "corpus_text_column"
 
@@ -248,6 +249,7 @@ def fill_settings() -> dict[str, object]:
         "num_steps": int(st.session_state[NUM_STEPS]),
         "sequence_beam_width": int(st.session_state[BEAM_WIDTH]),
         "target_aware": bool(st.session_state[TARGET_AWARE]),
+        "seed_documents": int(st.session_state[SEED_DOCUMENTS]),
     }
 
 
