@@ -216,9 +216,10 @@ def _loop(
     if not written:
         raise ValueError("model.generate returned no hypothesis text; it must return at least one")
     given = _score(_unique(list(seeds), seen), embed, target, scorer, step=0, seed=True)
-    beam = _ranked(written + given)[:width]
+    ranked = _ranked(written + given)
+    beam = ranked[:width]
     best = written[0]  # the best text the model wrote so far
-    steps = [Step(0, tuple(_ranked(written + given)), tuple(beam), best, True, time.perf_counter() - start)]
+    steps = [Step(0, tuple(ranked), tuple(beam), best, True, time.perf_counter() - start)]
     logger.debug("step 0: best cosine %.4f %r", best.cosine, best.text)
     yield steps[0]
 

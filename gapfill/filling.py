@@ -129,7 +129,9 @@ def fill(
     if seed_documents < 0:
         raise ValueError(f"seed_documents must be 0 or more, got {seed_documents}")
     target = pumap.decode(np.array([x, y], dtype=np.float32))
-    nearest_docs = np.argsort(-(corpus_embeddings @ target), kind="stable")[:seed_documents]
+    seeds = []
+    if seed_documents:
+        seeds = [corpus_texts[i] for i in np.argsort(-(corpus_embeddings @ target), kind="stable")[:seed_documents]]
     lander = _Lander(pumap, x, y)
 
     def scorer(embeddings: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -137,7 +139,7 @@ def fill(
 
     gen = invert(model, target, embed, num_steps=num_steps, sequence_beam_width=sequence_beam_width,
                  scorer=scorer if target_aware else None, on_text=on_text,
-                 seeds=[corpus_texts[i] for i in nearest_docs])
+                 seeds=seeds)
     while True:
         try:
             step: Step = next(gen)
