@@ -51,7 +51,7 @@ def run_inversions(model, targets, embed, num_steps, width, bank, bank_emb):
     """(step-0 texts and cosines, final texts and cosines, first-step seconds, total seconds).
     Each loop gets the model's `seed_documents` texts of `bank` nearest its target, as a fill
     gets the corpus's; step 0's figures are those of the inverter's own hypotheses."""
-    from gapfill.correction import invert
+    from gapfill.correction import invert, nearest_texts
 
     out = {"step0": [], "step0_cos": [], "final": [], "final_cos": [], "first_s": [], "fill_s": [], "best_step": [],
            "greedy_s": []}
@@ -63,7 +63,7 @@ def run_inversions(model, targets, embed, num_steps, width, bank, bank_emb):
             if step == 0 and finished and not greedy_done:
                 greedy_done.append(time.perf_counter() - t)
 
-        seeds = [bank[i] for i in np.argsort(-(bank_emb @ target), kind="stable")[: model.config.seed_documents]]
+        seeds = nearest_texts(bank, bank_emb, target, model.config.seed_documents)
         gen = invert(model, target, embed, num_steps=num_steps, sequence_beam_width=width, on_text=on_text, seeds=seeds)
         steps = []
         while True:
@@ -76,9 +76,8 @@ def run_inversions(model, targets, embed, num_steps, width, bank, bank_emb):
                 out["first_s"].append(time.perf_counter() - t)
                 out["greedy_s"].append(greedy_done[0] if greedy_done else out["first_s"][-1])
         out["fill_s"].append(time.perf_counter() - t)
-        written0 = [c for c in steps[0].candidates if not c.seed]
-        out["step0"].append(written0[0].text)
-        out["step0_cos"].append(written0[0].cosine)
+        out["step0"].append(steps[0].best.text)  # the inverter's best; never a seed
+        out["step0_cos"].append(steps[0].best.cosine)
         out["final"].append(result.best.text)
         out["final_cos"].append(result.best.cosine)
         out["best_step"].append(result.best_step)

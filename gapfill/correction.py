@@ -136,7 +136,7 @@ def _score(
         Candidate(text=t, cosine=float(c), score=float(s), step=step, embedding=e, seed=seed)
         for t, c, s, e in zip(texts, cosine, score, emb)
     ]
-    return sorted(found, key=lambda c: -c.score)  # stable: ties keep the model's order
+    return _ranked(found)
 
 
 def _unique(texts: list[str], seen: set[str]) -> list[str]:
@@ -191,7 +191,9 @@ def invert(
     if min_improvement < 0:
         raise ValueError(f"min_improvement must be >= 0, got {min_improvement}")
     unit = _unit_target(target, model)
-    seeds = [t for t in seeds if isinstance(t, str) and t.strip()]
+    if not all(isinstance(t, str) for t in seeds):
+        raise ValueError("seeds must be texts (str)")
+    seeds = [t for t in seeds if t.strip()]  # a blank seed gives the corrector nothing to rewrite
     return _loop(model, unit, embed, num_steps, sequence_beam_width, scorer, min_improvement, on_text, seeds)
 
 
@@ -255,7 +257,15 @@ def _loop(
 
 
 def _ranked(candidates: list[Candidate]) -> list[Candidate]:
-    return sorted(candidates, key=lambda c: -c.score)  # stable: ties keep their order
+    return sorted(candidates, key=lambda c: -c.score)  # stable: ties keep the model's order
+
+
+def nearest_texts(texts: Sequence[str], embeddings: np.ndarray, target: np.ndarray, k: int) -> list[str]:
+    """The k of `texts` whose unit-length `embeddings` (N, D) are closest to `target` (D,),
+    closest first: the usual `seeds` of `invert`."""
+    if k <= 0:
+        return []
+    return [texts[i] for i in np.argsort(-(embeddings @ target), kind="stable")[:k]]
 
 
 def _proposals(width: int, beam: int) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gapfill.correction import Candidate, Inverter, Step, invert
+from gapfill.correction import Candidate, Inverter, Step, invert, nearest_texts
 from gapfill.pumap import ParametricUMAP
 
 log = logging.getLogger(__name__)
@@ -129,17 +129,14 @@ def fill(
     if seed_documents < 0:
         raise ValueError(f"seed_documents must be 0 or more, got {seed_documents}")
     target = pumap.decode(np.array([x, y], dtype=np.float32))
-    seeds = []
-    if seed_documents:
-        seeds = [corpus_texts[i] for i in np.argsort(-(corpus_embeddings @ target), kind="stable")[:seed_documents]]
+    seeds = nearest_texts(corpus_texts, corpus_embeddings, target, seed_documents)
     lander = _Lander(pumap, x, y)
 
     def scorer(embeddings: np.ndarray, t: np.ndarray) -> np.ndarray:
         return embeddings @ t - DISTANCE_WEIGHT * lander.distances(embeddings)
 
     gen = invert(model, target, embed, num_steps=num_steps, sequence_beam_width=sequence_beam_width,
-                 scorer=scorer if target_aware else None, on_text=on_text,
-                 seeds=seeds)
+                 scorer=scorer if target_aware else None, on_text=on_text, seeds=seeds)
     while True:
         try:
             step: Step = next(gen)

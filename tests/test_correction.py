@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gapfill.correction import Candidate, InversionResult, Step, invert, invert_embeddings, invert_strings
+from gapfill.correction import (
+    Candidate, InversionResult, Step, invert, invert_embeddings, invert_strings, nearest_texts,
+)
 
 VOCAB = ("cat", "dog", "sat", "ran", "on", "the", "mat", "park", "red", "big", "fast", "sun")
 INDEX = {w: i for i, w in enumerate(VOCAB)}
@@ -249,7 +251,16 @@ def test_improvement_is_measured_against_written_texts_only():
     assert all(s.best.cosine <= steps[-1].best.cosine for s in steps)
 
 
-def test_blank_seeds_are_ignored():
+def test_blank_seeds_are_ignored_and_non_texts_refused():
     embed = BagOfWords()
     steps, _ = run(invert(EditInverter(), embed(["cat"])[0], embed, num_steps=0, seeds=["", "  "]))
     assert not any(c.seed for c in steps[0].candidates)
+    with pytest.raises(ValueError, match="seeds must be texts"):
+        invert(EditInverter(), embed(["cat"])[0], embed, seeds=[3])
+
+
+def test_nearest_texts_are_the_closest_first():
+    embed = BagOfWords()
+    texts = ["dog ran", "cat sat", "cat sat mat", "sun"]
+    assert nearest_texts(texts, embed(texts), embed(["cat sat mat"])[0], 2) == ["cat sat mat", "cat sat"]
+    assert nearest_texts(texts, embed(texts), embed(["cat"])[0], 0) == []
