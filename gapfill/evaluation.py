@@ -84,7 +84,7 @@ def perplexity(vec2text, texts: Sequence[str]) -> float:
     natural the language is, whatever embedding it came from."""
     tok = vec2text.tokenizer
     total, count = 0.0, 0
-    with vec2text.lm.disable_adapter():
+    with vec2text.backbone_only():
         for text in texts:
             ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"][:, : vec2text.config.max_length]
             if ids.shape[1] < 2:

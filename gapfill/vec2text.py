@@ -13,15 +13,18 @@ in `gapfill/correction.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from gapfill.backbone import BACKBONE_ID
 from gapfill.configs import ConfigMixin, setting
@@ -157,6 +160,18 @@ class _FirstRowText:
         return (text.split("\n", 1)[0] if self.single_line else text).strip()
 
 
+def _flatten_head(head: nn.Linear) -> None:
+    """Make the output layer multiply a 2D view of its input. On the first decoding step
+    transformers hands it the last position of every row, a non-contiguous (B, 1, H) slice,
+    and torch's matmul then expands the (V, H) weight to (B, H, V) and copies it: 40 ms in
+    float32, 0.7 s in bfloat16, measured, against 3 ms for the same product in 2D."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.reshape(-1, x.shape[-1]), head.weight, head.bias).view(*x.shape[:-1], -1)
+
+    head.forward = forward
+
+
 class Projection(nn.Module):
     """An embedding (D) → `n` input vectors of the backbone (n, H). The inner width is D:
     no bottleneck narrower than the embedding, no more weights than that needs."""
@@ -190,6 +205,10 @@ class Vec2Text(nn.Module):
         self.single_line = True
         self._merged = False
         self._merge_lock = threading.Lock()  # the app shares one loaded model between sessions
+        # The precision of the frozen backbone while generating (`generate_in`); training
+        # always runs in float32.
+        self.generation_dtype = torch.float32
+        _flatten_head(self.lm.get_output_embeddings())
         self.metrics: dict[str, float] = {}
         self.sep_ids = tokenizer(SEPARATOR, add_special_tokens=False)["input_ids"]
 
@@ -217,6 +236,7 @@ class Vec2Text(nn.Module):
         for training (labels on the answer only), on the left for generation (no answer).
         Returns inputs_embeds (B, T, H), attention_mask (B, T), labels (B, T) or None."""
         embed = self.lm.get_input_embeddings()
+        prefixes = prefixes.to(embed.weight.dtype)  # the projections stay float32
         eos = self.tokenizer.eos_token_id
         rows, label_rows = [], []
         for i, prompt in enumerate(prompts):
@@ -292,20 +312,64 @@ class Vec2Text(nn.Module):
     def _clean(self, texts: list[str]) -> list[str]:
         return [(t.split("\n", 1)[0] if self.single_line else t).strip() for t in texts]
 
+    def generate_in(self, dtype: torch.dtype) -> None:
+        """Generate with the frozen backbone in `dtype` from the next generation on (bfloat16:
+        about 1.5 x quicker where the CPU has it, see `backbone.generation_dtype`). Only for a
+        finished model: once its backbone is cast, `loss` refuses to train it."""
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"generation dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        self.generation_dtype = dtype
+
     def for_inference(self) -> None:
         """Fold the LoRA weights into the backbone for generation (an unmerged adapter costs
-        an extra matrix product per layer and token); `loss` unfolds them again."""
+        an extra matrix product per layer and token), then cast the backbone to
+        `generation_dtype`; `loss` unfolds them again."""
         self.eval()
         with self._merge_lock:
             if not self._merged:
-                self.lm.merge_adapter()
+                self.lm.merge_adapter()  # in float32: the sum is exact before any rounding
                 self._merged = True
+            self._cast_backbone(self.generation_dtype)
 
     def _for_training(self) -> None:
         with self._merge_lock:
+            if self._backbone_dtype() != torch.float32:
+                raise RuntimeError(
+                    f"this model's backbone was cast to {self._backbone_dtype()} for generation and "
+                    "cannot be trained further; train a new model (train_vec2text)"
+                )
             if self._merged:
                 self.lm.unmerge_adapter()
                 self._merged = False
+
+    @contextlib.contextmanager
+    def backbone_only(self) -> Iterator[None]:
+        """The plain backbone, adapter switched off (e.g. for perplexity), in float32; the
+        model is ready to generate again afterwards. Casting bfloat16 to float32 is exact and
+        merging back rounds to the same bfloat16 weights, so nothing drifts."""
+        with self._merge_lock:
+            self._cast_backbone(torch.float32)
+            if self._merged:
+                self.lm.unmerge_adapter()
+                self._merged = False
+        try:
+            with self.lm.disable_adapter():
+                yield
+        finally:
+            self.for_inference()
+
+    def _backbone_dtype(self) -> torch.dtype:
+        return self.lm.get_input_embeddings().weight.dtype
+
+    def _cast_backbone(self, dtype: torch.dtype) -> None:
+        """The frozen backbone's weights to `dtype` in place; the trained adapter and
+        projections stay float32 (they are what is saved). Ties survive: a shared Parameter
+        is cast once."""
+        if self._backbone_dtype() == dtype:
+            return
+        for p in self.lm.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
 
     def warm_up(self) -> None:
         """One two-token generation, so that the first real one does not pay for transformers'

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gapfill.backbone import load_backbone
+from gapfill.backbone import generation_dtype, load_backbone
 from gapfill.events import Progress, Stopwatch
 from gapfill.storage import load_model, save_model
 from gapfill.vec2text import Vec2Text, Vec2TextConfig
@@ -185,7 +185,7 @@ def train_vec2text(
             val_inverter, rng, stop, checkpoint, start,
         )
         if not finished:
-            return model
+            return _finished(model)
 
     if cfg.corrector_documents:
         # The corrector learns to fix the inverter's real mistakes: its hypotheses for a sample
@@ -197,7 +197,7 @@ def train_vec2text(
         batch = 16
         for i in range(0, len(pick), batch):
             if stop is not None and stop.is_set():
-                return model
+                return _finished(model)
             hyps += [h[0] for h in model.generate(t_hyp[i : i + batch])]
             yield Progress(min(i + batch, len(pick)), len(pick), stage="hypotheses")
         h_emb = _unit(embed(hyps))
@@ -221,6 +221,13 @@ def train_vec2text(
     model.eval()
     elapsed = time.perf_counter() - started
     model.metrics |= {"train_s": round(elapsed, 1), "n_train": len(train_texts)}
+    return _finished(model)
+
+
+def _finished(model: Vec2Text) -> Vec2Text:
+    """A model done training (or stopped) generates in the CPU's quickest precision."""
+    model.eval()
+    model.generate_in(generation_dtype())
     return model
 
 
@@ -241,5 +248,6 @@ def load_vec2text(folder: Path, *, embedder_id: str | None = None, dim: int | No
     model.max_new_tokens = int(manifest["max_new_tokens"])
     model.single_line = bool(manifest.get("single_line", True))
     model.metrics = dict(manifest.get("metrics") or {})
-    model.for_inference()  # fold the adapter in now, not on the first fill (~0.3 s)
+    model.generate_in(generation_dtype())
+    model.for_inference()  # fold the adapter in and cast now, not on the first fill (~0.3 s)
     return model

@@ -171,3 +171,63 @@ def test_correction_loop_runs_on_the_model_and_never_gets_worse(trained, embedde
     steps = list(invert(model, target, embedder.encode, num_steps=2, sequence_beam_width=2))
     best = [s.best.cosine for s in steps]
     assert steps[0].step == 0 and best == sorted(best)
+
+
+def test_generating_in_bfloat16_keeps_the_trained_weights_and_refuses_training(
+    trained, tiny_backbone, embedder, tmp_path
+):
+    import torch
+
+    model, _ = trained
+    store = ModelStore(tmp_path)
+    version = store.save("vec2text", model.state_tensors(), model.manifest("tiny"))
+    loaded = load_vec2text(store.path("vec2text", version), embedder_id="tiny", dim=model.dim,
+                           backbone_path=tiny_backbone)
+    saved = {k: v.clone() for k, v in loaded.state_tensors(torch.float32).items()}
+    loaded.generate_in(torch.bfloat16)
+    rows = loaded.generate(embedder.encode(TEXTS[:2]), num_return_sequences=2)
+    assert loaded.lm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert all(len(r) == 2 and all(isinstance(t, str) for t in r) for r in rows)
+    # Only the frozen backbone is cast: what is trained and saved stays float32, unchanged.
+    after = loaded.state_tensors(torch.float32)
+    assert all(torch.equal(after[k], saved[k]) for k in saved)
+    assert all(p.dtype == torch.float32 for p in loaded.proj.parameters())
+    with pytest.raises(RuntimeError, match="train a new model"):
+        loaded.loss(torch.from_numpy(embedder.encode(TEXTS[:1])), TEXTS[:1])
+    with pytest.raises(ValueError, match="dtype"):
+        loaded.generate_in(torch.float16)
+
+
+def test_the_plain_backbone_is_float32_and_leaves_generation_as_it_was(trained, tiny_backbone, embedder, tmp_path):
+    import torch
+
+    model, _ = trained
+    store = ModelStore(tmp_path)
+    version = store.save("vec2text", model.state_tensors(), model.manifest("tiny"))
+    loaded = load_vec2text(store.path("vec2text", version), embedder_id="tiny", dim=model.dim,
+                           backbone_path=tiny_backbone)
+    loaded.generate_in(torch.bfloat16)
+    targets = embedder.encode(TEXTS[:3])
+    before = loaded.generate(targets)
+    weights = {k: v.clone() for k, v in loaded.lm.state_dict().items() if "lora" not in k}
+    with loaded.backbone_only():
+        assert loaded.lm.get_input_embeddings().weight.dtype == torch.float32
+    assert loaded.lm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert all(torch.equal(loaded.lm.state_dict()[k], w) for k, w in weights.items())  # no drift
+    assert loaded.generate(targets) == before
+
+
+def test_generation_precision_follows_the_cpu_unless_told(monkeypatch):
+    import torch
+
+    from gapfill.backbone import generation_dtype
+
+    monkeypatch.setenv("GAPFILL_GENERATION_DTYPE", "float32")
+    assert generation_dtype() == torch.float32
+    monkeypatch.setenv("GAPFILL_GENERATION_DTYPE", "bfloat16")
+    assert generation_dtype() == torch.bfloat16
+    monkeypatch.setenv("GAPFILL_GENERATION_DTYPE", "half")
+    with pytest.raises(ValueError, match="GAPFILL_GENERATION_DTYPE"):
+        generation_dtype()
+    monkeypatch.delenv("GAPFILL_GENERATION_DTYPE")
+    assert generation_dtype() in (torch.float32, torch.bfloat16)
