@@ -86,20 +86,29 @@ class Vec2TextConfig(ConfigMixin):
 
 
 
-class _GreedyRows:
-    """Makes some rows of a sampled batch greedy: every token but their best is masked, so
-    that sampling can only pick it. Runs after temperature and top-p, neither of which
-    changes which token is best. (transformers' LogitsProcessor is only an interface; not
-    subclassing it keeps transformers out of this module's import.)"""
+class _SampledRows:
+    """Samples some rows of a greedy batch itself and leaves the others greedy: for each
+    sampled row, temperature, its `top_k` best tokens, the nucleus (top-p) of those, one draw,
+    and every other token masked so that greedy decoding picks the drawn one. The same
+    distribution as transformers' sampling with these settings (its default top_k is 50).
 
-    def __init__(self, rows: torch.Tensor) -> None:
-        self.rows = rows
+    transformers sorts the whole vocabulary for top-p and draws from all of it, 49,152 tokens
+    a row at every step: measured, a fifth of a decoding step in bfloat16 (19 ms of about 90).
+    (transformers' LogitsProcessor is only an interface; not subclassing it keeps
+    transformers out of this module's import.)"""
+
+    def __init__(self, rows: torch.Tensor, temperature: float = 0.8, top_p: float = 0.9, top_k: int = 50) -> None:
+        self.rows, self.temperature, self.top_p, self.top_k = rows, temperature, top_p, top_k
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        rows = scores[self.rows]  # (G, V)
-        best = rows.argmax(-1, keepdim=True)  # (G, 1)
+        sub = scores[self.rows].float() / self.temperature  # (S, V)
+        top, idx = sub.topk(min(self.top_k, sub.shape[-1]), dim=-1)  # best first
+        probs = top.softmax(-1)
+        # The nucleus: the best tokens until their mass reaches top_p (the best always counts).
+        probs = probs * ((probs.cumsum(-1) - probs) < self.top_p)
+        token = idx.gather(1, torch.multinomial(probs, 1))  # (S, 1)
         scores = scores.clone()
-        scores[self.rows] = torch.full_like(rows, -math.inf).scatter(1, best, rows.gather(1, best))
+        scores[self.rows] = torch.full_like(sub, -math.inf).scatter(1, token, 0.0).to(scores.dtype)
         return scores
 
 
@@ -110,7 +119,7 @@ class _SampleLength:
     greedy text's length: measured on the shipped model, one such sample made a step 4.9 s
     instead of 1.6 s. The greedy text is the model's best guess of the text's length, and a
     candidate far longer is rarely the closest to the target. (A stopping criterion by duck
-    typing, as `_GreedyRows` is a logits processor.)"""
+    typing, as `_SampledRows` is a logits processor.)"""
 
     def __init__(self, k: int, stop_ids: list[int], factor: float = 1.5, extra: int = 4) -> None:
         self.k, self.factor, self.extra = k, factor, extra
@@ -278,7 +287,7 @@ class Vec2Text(nn.Module):
     @torch.no_grad()
     def _generate(self, prefixes: torch.Tensor, prompts: list[list[int]], k: int, on_text=None) -> list[list[str]]:
         """k texts per row: the greedy one, then k - 1 samples (nucleus, p = 0.9), from one
-        batched call (`_GreedyRows` keeps the first of each row's k greedy). `on_text(text,
+        batched greedy call in which `_SampledRows` draws the samples. `on_text(text,
         finished)` is called with the first row's greedy text as each token is decoded.
 
         Beam search would give the k best continuations, but on a CPU it costs several times
@@ -302,9 +311,12 @@ class Vec2Text(nn.Module):
             torch.manual_seed(self.config.seed)  # the same point gives the same candidates
             from transformers import LogitsProcessorList
 
-            greedy = _GreedyRows(torch.arange(0, len(prompts) * k, k))  # rows come k per input
-            out = self.lm.generate(inputs_embeds=inputs, do_sample=True, top_p=0.9, temperature=0.8,
-                                   num_return_sequences=k, logits_processor=LogitsProcessorList([greedy]),
+            # Rows come k per input, the first of each greedy.
+            common["attention_mask"] = mask.repeat_interleave(k, dim=0)
+            rows = torch.arange(len(prompts) * k)
+            sampler = _SampledRows(rows[rows % k != 0])
+            out = self.lm.generate(inputs_embeds=inputs.repeat_interleave(k, dim=0), do_sample=False,
+                                   logits_processor=LogitsProcessorList([sampler]),
                                    stopping_criteria=[_SampleLength(k, stops)], **common)
         texts = self._clean(self.tokenizer.batch_decode(out, skip_special_tokens=True))
         return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]

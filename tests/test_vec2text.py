@@ -135,6 +135,30 @@ def test_save_and_load_round_trip_keeps_the_model(trained, tiny_backbone, embedd
         load_vec2text(store.path("vec2text", version), embedder_id="all-MiniLM-L6-v2", backbone_path=tiny_backbone)
 
 
+def test_sampled_rows_draw_one_token_of_the_nucleus_and_greedy_rows_are_left_alone():
+    import torch
+
+    from gapfill.vec2text import _SampledRows
+
+    torch.manual_seed(0)
+    # Row 0 greedy; rows 1-2 sampled. Token 3 holds 95% of the mass at temperature 1: the
+    # nucleus of p = 0.9 is token 3 alone. Row 2 is flat over 4 tokens: all four count.
+    scores = torch.full((3, 10), -30.0)
+    scores[0, 5] = 2.0
+    scores[1, 3], scores[1, 4] = 3.0, 0.0
+    scores[2, :4] = 1.0
+    sampler = _SampledRows(torch.tensor([1, 2]), temperature=1.0, top_p=0.9, top_k=5)
+    drawn = set()
+    for _ in range(40):
+        out = sampler(torch.zeros(3, 1, dtype=torch.long), scores)
+        assert torch.equal(out[0], scores[0])  # the greedy row is untouched
+        for row in (1, 2):
+            assert torch.isfinite(out[row]).sum() == 1  # one drawn token, the rest masked
+        assert out[1].argmax() == 3
+        drawn.add(int(out[2].argmax()))
+    assert drawn == {0, 1, 2, 3}
+
+
 def test_a_stop_request_ends_training_between_steps(tiny_backbone, embedder):
     stop = threading.Event()
     stop.set()
