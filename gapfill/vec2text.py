@@ -60,6 +60,7 @@ class Vec2TextConfig(ConfigMixin):
     seed_documents: int = setting("Corpus documents nearest the target that join the first hypotheses, for the corrector to rewrite (0: none; each makes a fill closer and slower).", 0)
     max_documents: int = setting("Cap on training texts (a seeded sample beyond it).", 2000)
     corrector_documents: int = setting("Training texts whose inverter hypotheses teach the corrector.", 300)
+    corrector_neighbours: int = setting("Training texts that also teach the corrector to rewrite the nearest other training text into them, as fills with seed_documents ask of it.", 300)
     off_manifold_fraction: float = setting("Share of training targets replaced by map-decoded or noisy versions, as gap targets are.", 0.5)
     noise: float = setting("Size of the noise added to noisy targets, relative to the unit-length embedding.", 0.3)
     validation_split: float = setting("Share of training texts held out for the validation loss.", 0.05)
@@ -70,7 +71,8 @@ class Vec2TextConfig(ConfigMixin):
         for name in ("max_length", "batch_size", "epochs", "num_prefix", "lora_rank", "sequence_beam_width", "max_documents"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "num_steps", "seed_documents", "corrector_documents", "early_stopping_patience"):
+        for name in ("warmup_steps", "num_steps", "seed_documents", "corrector_documents", "corrector_neighbours",
+                     "early_stopping_patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
         for name in ("learning_rate", "projection_learning_rate"):

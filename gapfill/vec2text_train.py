@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,23 @@ class _Targets:
         direction = _unit(self.rng.normal(size=(int(noisy.sum()), out.shape[1])))
         out[noisy] = _unit(out[noisy] + self.cfg.noise * direction)
         return out
+
+
+@dataclass(frozen=True)
+class _NeighbourPairs:
+    golds: np.ndarray  # (N,) the texts to write
+    targets: np.ndarray  # (N, D) their targets, from the same mix as the inverter's
+    hypotheses: np.ndarray  # (N,) for each, the other training text nearest that target
+
+
+def _neighbour_pairs(e: np.ndarray, targets: _Targets, n: int, rng: np.random.Generator) -> _NeighbourPairs:
+    """`n` training texts, their targets, and the training text nearest each target other than
+    the text itself: the pairs that teach the corrector to rewrite a close document."""
+    golds = np.sort(rng.choice(len(e), n, replace=False)) if n and len(e) > 1 else np.zeros(0, dtype=np.int64)
+    t = targets(golds)
+    sims = t @ e.T  # (N, n_train)
+    sims[np.arange(len(golds)), golds] = -np.inf
+    return _NeighbourPairs(golds, t, sims.argmax(1) if len(golds) else golds)
 
 
 def _optimizer(model: Vec2Text, cfg: Vec2TextConfig, total_steps: int, start_step: int = 0):
@@ -187,7 +205,7 @@ def train_vec2text(
         if not finished:
             return _finished(model)
 
-    if cfg.corrector_documents:
+    if cfg.corrector_documents or cfg.corrector_neighbours:
         # The corrector learns to fix the inverter's real mistakes: its hypotheses for a sample
         # of training texts, from the same mix of targets the inverter saw.
         pick = np.sort(rng.choice(len(train_texts), min(cfg.corrector_documents, len(train_texts)), replace=False))
@@ -200,23 +218,30 @@ def train_vec2text(
                 return _finished(model)
             hyps += [h[0] for h in model.generate(t_hyp[i : i + batch])]
             yield Progress(min(i + batch, len(pick)), len(pick), stage="hypotheses")
-        h_emb = _unit(embed(hyps))
+        h_emb = _unit(embed(hyps)) if hyps else e[:0]
         gold = [train_texts[i] for i in pick]
         n_cv = min(len(pick) // 10, 32)
+        # And to rewrite a real document close to the target, which is what a fill's
+        # seed_documents hand it: the nearest other training text, with its own embedding.
+        near = _neighbour_pairs(e, targets, min(cfg.corrector_neighbours, len(train_texts)), rng)
+        t_hyp = np.concatenate([t_hyp, near.targets])
+        h_emb = np.concatenate([h_emb, e[near.hypotheses]])
+        hyps += [train_texts[j] for j in near.hypotheses]
+        gold += [train_texts[i] for i in near.golds]
 
         def corrector_loss(b: np.ndarray) -> torch.Tensor:
             b = b + n_cv
             return model.loss(torch.from_numpy(t_hyp[b]), [gold[i] for i in b],
                               torch.from_numpy(h_emb[b]), [hyps[i] for i in b])
 
-        def val_corrector() -> float:
+        def val_corrector() -> float:  # on the inverter's hypotheses: the loss a plain fill sees
             if not n_cv:
                 return float("nan")
             return model.loss(torch.from_numpy(t_hyp[:n_cv]), gold[:n_cv], torch.from_numpy(h_emb[:n_cv]),
                               hyps[:n_cv]).item()
 
         start = done_epoch if done_stage == "corrector" else 0
-        yield from _run_stage("corrector", model, cfg, len(pick) - n_cv, corrector_loss, val_corrector,
+        yield from _run_stage("corrector", model, cfg, len(gold) - n_cv, corrector_loss, val_corrector,
                               rng, stop, checkpoint, start)
     model.eval()
     elapsed = time.perf_counter() - started

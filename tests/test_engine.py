@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 MAP = ParametricUMAPConfig(n_epochs=30, encoder_epochs=5, decoder_epochs=10, transform_steps=20)
-V2T = Vec2TextConfig(epochs=1, batch_size=4, num_prefix=2, lora_rank=2, corrector_documents=4,
+V2T = Vec2TextConfig(epochs=1, batch_size=4, num_prefix=2, lora_rank=2, corrector_documents=4, corrector_neighbours=4,
                      max_length=24, max_documents=24, num_steps=2, sequence_beam_width=2)
 
 

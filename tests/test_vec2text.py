@@ -170,16 +170,38 @@ def test_a_stop_request_ends_training_between_steps(tiny_backbone, embedder):
 
 
 def test_resume_continues_after_the_last_checkpointed_epoch(tiny_backbone, embedder, tmp_path):
-    cfg = Vec2TextConfig(**(TINY | {"epochs": 1, "corrector_documents": 0}))
+    cfg = Vec2TextConfig(**(TINY | {"epochs": 1, "corrector_documents": 0, "corrector_neighbours": 0}))
     drive(train_vec2text(TEXTS, embedder.encode, cfg, backbone_path=tiny_backbone, checkpoint_dir=tmp_path))
     assert (tmp_path / "checkpoint" / "manifest.json").exists()
     events = []
-    cfg2 = Vec2TextConfig(**(TINY | {"epochs": 2, "corrector_documents": 0}))
+    cfg2 = Vec2TextConfig(**(TINY | {"epochs": 2, "corrector_documents": 0, "corrector_neighbours": 0}))
     drive(train_vec2text(TEXTS, embedder.encode, cfg2, backbone_path=tiny_backbone, checkpoint_dir=tmp_path,
                          resume=True), events.append)
     steps = [e.step for e in events if e.stage == "inverter"]
     per_epoch = -(-len(select_texts(TEXTS, cfg2)[0]) // cfg2.batch_size)
     assert steps[0] == per_epoch + 1  # the first epoch was not run again
+
+
+def test_the_corrector_also_learns_to_rewrite_the_nearest_other_document():
+    from gapfill.vec2text_train import _neighbour_pairs
+
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(20, 8)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    pairs = _neighbour_pairs(e, lambda idx: e[idx], 6, rng)  # real targets
+    assert len(pairs.golds) == 6 == len(set(pairs.golds)) and pairs.targets.shape == (6, 8)
+    for gold, hyp in zip(pairs.golds, pairs.hypotheses):
+        others = [j for j in range(20) if j != gold]
+        assert hyp != gold and hyp == others[int(np.argmax(e[others] @ e[gold]))]
+
+
+def test_neighbour_pairs_alone_train_the_corrector(tiny_backbone, embedder):
+    events = []
+    cfg = Vec2TextConfig(**(TINY | {"epochs": 1, "corrector_documents": 0, "corrector_neighbours": 6}))
+    drive(train_vec2text(TEXTS, embedder.encode, cfg, backbone_path=tiny_backbone), events.append)
+    stages = {e.stage for e in events}
+    assert "corrector" in stages and "hypotheses" not in stages
+    assert max(e.total for e in events if e.stage == "corrector") == -(-6 // cfg.batch_size)
 
 
 def test_held_out_selection_is_deterministic_and_disjoint():
