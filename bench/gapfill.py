@@ -1,6 +1,6 @@
 """Benchmark: filling the built-in corpus's largest gaps with the shipped models.
 
-    python bench/gapfill.py --seed 0 [--k 20] [--rankings target_aware cosine]
+    python bench/gapfill.py --seed 0 [--k 20] [--rankings target_aware cosine] [--seed-documents N] [--models DIR]
 
 For each of the k largest gaps: the fill (decode the centre, Vec2Text's correction loop, embed
 the text and place it on the map), its landing distance from the centre as a share of the
@@ -28,13 +28,13 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 NOVEL_BELOW = 0.95
 
 
-def run(engine, gaps, target_aware: bool) -> dict:
+def run(engine, gaps, target_aware: bool, seed_documents: int | None) -> dict:
     from gapfill.events import drive
 
     fills, seconds = [], []
     for gap in gaps:
         t = time.perf_counter()
-        fills.append(drive(engine.fill(gap.x, gap.y, target_aware=target_aware)))
+        fills.append(drive(engine.fill(gap.x, gap.y, target_aware=target_aware, seed_documents=seed_documents)))
         seconds.append(time.perf_counter() - t)
     return {
         "landing": float(np.mean([f.distance for f in fills])),
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the built-in corpus sample")
     parser.add_argument("--k", type=int, default=20, help="largest gaps to fill")
     parser.add_argument("--rankings", nargs="+", choices=["target_aware", "cosine"], default=["target_aware", "cosine"])
+    parser.add_argument("--seed-documents", type=int, default=None,
+                        help="nearest corpus documents handed to the corrector (default: the model's)")
+    parser.add_argument("--models", type=Path, default=None, help="a model store to measure (default: the shipped one)")
     args = parser.parse_args()
 
     import torch
@@ -61,7 +64,7 @@ def main() -> None:
     from gapfill.events import drive
     from gapfill.storage import ModelStore
 
-    engine = Engine(store=ModelStore(SHIPPED_MODELS))
+    engine = Engine(store=ModelStore(args.models or SHIPPED_MODELS))
     drive(engine.load_builtin(seed=args.seed))
     engine.load_map()
     engine.load_vec2text()
@@ -73,7 +76,7 @@ def main() -> None:
     centres = np.array([[g.x, g.y] for g in gaps])
     retrieval = np.linalg.norm(engine.positions[nearest] - centres, axis=1) / diagonal
 
-    runs = {name: run(engine, gaps, name == "target_aware") for name in args.rankings}
+    runs = {name: run(engine, gaps, name == "target_aware", args.seed_documents) for name in args.rankings}
     first = runs[args.rankings[0]]
     for gap, fill in list(zip(gaps, first["fills"]))[:5]:
         print(json.dumps({"gap": [round(gap.x, 3), round(gap.y, 3)], "radius": round(gap.radius / diagonal, 4),
@@ -83,6 +86,7 @@ def main() -> None:
         "retrieval_landing": round(float(retrieval.mean()), 4),
         "gap_radius": round(float(np.mean([g.radius for g in gaps])) / diagonal, 4),
         "n_gaps": len(gaps),
+        "seed_documents": engine.vec2text.config.seed_documents if args.seed_documents is None else args.seed_documents,
     }
     for name, figures in runs.items():
         prefix = "" if name == "target_aware" else f"{name}_"
