@@ -57,7 +57,7 @@ class Vec2TextConfig(ConfigMixin):
     lora_rank: int = setting("Rank of the LoRA adapter on the backbone's attention.", 8)
     num_steps: int = setting("Correction steps after the inverter's first hypothesis.", 5)
     sequence_beam_width: int = setting("Hypotheses kept (and proposed per hypothesis) at each correction step.", 4)
-    seed_documents: int = setting("Corpus documents nearest the target that join the first hypotheses, for the corrector to rewrite (0: none; each makes a fill closer and slower).", 0)
+    seed_documents: int = setting("Corpus documents nearest the target that join the first hypotheses, for the corrector to rewrite (0: none; each makes a fill closer and slower).", 2)
     max_documents: int = setting("Cap on training texts (a seeded sample beyond it).", 2000)
     corrector_documents: int = setting("Training texts whose inverter hypotheses teach the corrector.", 300)
     corrector_neighbours: int = setting("Training texts that also teach the corrector to rewrite the nearest other training text into them, as fills with seed_documents ask of it.", 300)

@@ -1,4 +1,5 @@
-"""Training Vec2Text: the inverter, then the corrector on the inverter's own hypotheses.
+"""Training Vec2Text: the inverter, then the corrector on the inverter's own hypotheses and on
+neighbouring training texts (rewrite the nearest other text into this one).
 
 A generator of `Progress` events in three stages ("inverter", "hypotheses", "corrector"),
 with validation loss, per-epoch checkpoints, resume, early stopping and a stop request
@@ -58,7 +59,9 @@ class _NeighbourPairs:
     hypotheses: np.ndarray  # (N,) for each, the other training text nearest that target
 
 
-def _neighbour_pairs(e: np.ndarray, targets: _Targets, n: int, rng: np.random.Generator) -> _NeighbourPairs:
+def _neighbour_pairs(
+    e: np.ndarray, targets: Callable[[np.ndarray], np.ndarray], n: int, rng: np.random.Generator
+) -> _NeighbourPairs:
     """`n` training texts, their targets, and the training text nearest each target other than
     the text itself: the pairs that teach the corrector to rewrite a close document."""
     golds = np.sort(rng.choice(len(e), n, replace=False)) if n and len(e) > 1 else np.zeros(0, dtype=np.int64)
