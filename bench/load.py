@@ -44,8 +44,8 @@ sys.path[0] = str(REPO)
 from gapfill.local_server import ServerDidNotStart, free_port, memory_mib, stop, wait_until_up  # noqa: E402
 API = "/api/advanced-gap-filling"
 TINY_MAP = {"n_epochs": 20, "encoder_epochs": 5, "decoder_epochs": 5, "transform_steps": 10}
-TINY_V2T = {"epochs": 1, "batch_size": 4, "num_prefix": 2, "lora_rank": 2, "corrector_documents": 4, "corrector_neighbours": 4,
-            "max_length": 24, "max_documents": 24, "num_steps": 1, "sequence_beam_width": 2}
+TINY_V2T = {"epochs": 1, "batch_size": 4, "num_prefix": 2, "lora_rank": 2, "corrector_documents": 4,
+            "corrector_neighbours": 4, "max_length": 24, "max_documents": 24, "num_steps": 1, "sequence_beam_width": 2}
 
 
 class Server:

@@ -32,8 +32,8 @@ API = "/api/advanced-gap-filling"
 REPO = Path(__file__).resolve().parents[1]
 N_DOCS = 60
 MAP = {"n_epochs": 20, "encoder_epochs": 5, "decoder_epochs": 5, "transform_steps": 10}
-V2T = {"epochs": 1, "batch_size": 4, "num_prefix": 2, "lora_rank": 2, "corrector_documents": 4, "corrector_neighbours": 4,
-       "max_length": 24, "max_documents": 24, "num_steps": 1, "sequence_beam_width": 2}
+V2T = {"epochs": 1, "batch_size": 4, "num_prefix": 2, "lora_rank": 2, "corrector_documents": 4,
+       "corrector_neighbours": 4, "max_length": 24, "max_documents": 24, "num_steps": 1, "sequence_beam_width": 2}
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,8 @@ from gapfill.vec2text import Vec2TextConfig
 ROOT = Path(__file__).resolve().parents[1]
 N_DOCS = 120
 SMALL_MAP = ParametricUMAPConfig(n_epochs=30, encoder_epochs=5, decoder_epochs=10, transform_steps=20)
-TINY_V2T = Vec2TextConfig(epochs=1, batch_size=4, num_prefix=2, lora_rank=2, corrector_documents=4, corrector_neighbours=4, max_length=24,
-                          max_documents=24, num_steps=2, sequence_beam_width=2)
+TINY_V2T = Vec2TextConfig(epochs=1, batch_size=4, num_prefix=2, lora_rank=2, corrector_documents=4,
+                          corrector_neighbours=4, max_length=24, max_documents=24, num_steps=2, sequence_beam_width=2)
 needs_backbone = pytest.mark.skipif(
     not (backbone_dir() / "READY.json").exists(), reason="backbone not prepared: run `make setup`"
 )
@@ -231,8 +231,8 @@ def test_map_training_runs_in_the_background_with_its_history(app):
 def test_vec2text_trains_saves_and_rolls_back_from_the_train_page(app):
     at = ok(app.run())
     ok(at.switch_page("pages/train.py").run())
-    tiny = {"epochs": 1, "batch_size": 4, "num_prefix": 2, "lora_rank": 2, "corrector_documents": 4, "corrector_neighbours": 4,
-            "max_length": 24, "max_documents": 24}
+    tiny = {"epochs": 1, "batch_size": 4, "num_prefix": 2, "lora_rank": 2, "corrector_documents": 4,
+            "corrector_neighbours": 4, "max_length": 24, "max_documents": 24}
     for name, value in tiny.items():
         at.number_input(key=f"vec2text_form.{name}").set_value(value)
     ok(button(at, "Train Vec2Text").click().run())

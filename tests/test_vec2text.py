@@ -219,16 +219,20 @@ def test_correction_loop_runs_on_the_model_and_never_gets_worse(trained, embedde
     assert steps[0].step == 0 and best == sorted(best)
 
 
+def _reloaded(model, tiny_backbone, folder):
+    """`model` saved to a store in `folder` and loaded back, as the app loads one."""
+    store = ModelStore(folder)
+    version = store.save("vec2text", model.state_tensors(), model.manifest("tiny"))
+    return load_vec2text(store.path("vec2text", version), embedder_id="tiny", dim=model.dim,
+                         backbone_path=tiny_backbone)
+
+
 def test_generating_in_bfloat16_keeps_the_trained_weights_and_refuses_training(
     trained, tiny_backbone, embedder, tmp_path
 ):
     import torch
 
-    model, _ = trained
-    store = ModelStore(tmp_path)
-    version = store.save("vec2text", model.state_tensors(), model.manifest("tiny"))
-    loaded = load_vec2text(store.path("vec2text", version), embedder_id="tiny", dim=model.dim,
-                           backbone_path=tiny_backbone)
+    loaded = _reloaded(trained[0], tiny_backbone, tmp_path)
     saved = {k: v.clone() for k, v in loaded.state_tensors(torch.float32).items()}
     loaded.generate_in(torch.bfloat16)
     rows = loaded.generate(embedder.encode(TEXTS[:2]), num_return_sequences=2)
@@ -247,11 +251,7 @@ def test_generating_in_bfloat16_keeps_the_trained_weights_and_refuses_training(
 def test_the_plain_backbone_is_float32_and_leaves_generation_as_it_was(trained, tiny_backbone, embedder, tmp_path):
     import torch
 
-    model, _ = trained
-    store = ModelStore(tmp_path)
-    version = store.save("vec2text", model.state_tensors(), model.manifest("tiny"))
-    loaded = load_vec2text(store.path("vec2text", version), embedder_id="tiny", dim=model.dim,
-                           backbone_path=tiny_backbone)
+    loaded = _reloaded(trained[0], tiny_backbone, tmp_path)
     loaded.generate_in(torch.bfloat16)
     targets = embedder.encode(TEXTS[:3])
     before = loaded.generate(targets)

@@ -55,8 +55,9 @@ def setup(tiny_st_model_dir, tmp_path_factory) -> Iterator[dict]:
         drive(eng.load_builtin(n=N_DOCS))
         drive(eng.train_map(ParametricUMAPConfig(n_epochs=30, encoder_epochs=5, decoder_epochs=10, transform_steps=20)))
         eng.save_map()
-        drive(eng.train_vec2text(Vec2TextConfig(epochs=1, batch_size=4, num_prefix=2, lora_rank=2, corrector_documents=4, corrector_neighbours=4,
-                                                max_length=24, max_documents=24, num_steps=1, sequence_beam_width=2)))
+        drive(eng.train_vec2text(Vec2TextConfig(epochs=1, batch_size=4, num_prefix=2, lora_rank=2, corrector_documents=4,
+                                                corrector_neighbours=4, max_length=24, max_documents=24, num_steps=1,
+                                                sequence_beam_width=2)))
         eng.save_vec2text()
     yield {"env": env, "engine": eng, "root": root}
 
