@@ -18,6 +18,7 @@ from gapfill.events import drive
 from gapfill.pumap import ParametricUMAPConfig
 from gapfill.storage import ModelStore
 from gapfill.vec2text import Vec2TextConfig
+from ui.panels import written_label
 
 ROOT = Path(__file__).resolve().parents[1]
 N_DOCS = 120
@@ -134,6 +135,8 @@ def test_a_click_is_filled_step_by_step_and_stays_on_the_map(app):
     assert (run.x, run.y) == (gap.x, gap.y)
     at = until_done(at, run.job)
     assert "Written text" in texts(at) and "Step 0" in texts(at)
+    corrections = engine.fills[0].steps - 1
+    assert written_label(corrections) in [s.label for s in at.status]  # the status line
     assert len(engine.fills) == 1 and engine.fills[0].x == pytest.approx(gap.x)
     assert {"target (click)", "landing path", "result"} <= set(map_traces(at))
     closeup = [t.get("name") for t in json.loads(at.get("plotly_chart")[1].proto.spec)["data"]]
@@ -288,3 +291,9 @@ def test_evaluate_page_shows_the_map_and_fill_figures(app):
     keys = {c.proto.id for c in at.get("plotly_chart")}
     assert len(keys) == 3  # heatmap, cosines against retrieval, landing distances
     assert {m.label for m in at.metric} >= {"Trustworthiness", "Decoder cosine", "Reconstruction error"}
+
+
+def test_a_finished_fill_counts_its_steps_as_the_best_step_figure_does():
+    assert written_label(0) == "Written by the inverter alone"
+    assert written_label(1) == "Written by the inverter and 1 correction step"
+    assert written_label(5) == "Written by the inverter and 5 correction steps"

@@ -45,12 +45,20 @@ def fill_settings(defaults, disabled: bool) -> None:
                    help="Rank candidate texts by cosine minus a penalty on how far from the click they land.")
 
 
+def written_label(corrections: int) -> str:
+    """A finished fill's status line, counting steps as the "Best step" figure does (step 0 is
+    the inverter's, then the corrections)."""
+    if corrections <= 0:
+        return "Written by the inverter alone"
+    return f"Written by the inverter and {corrections} correction step{'s' if corrections != 1 else ''}"
+
+
 def fill_steps(snapshot: JobSnapshot, writing: tuple[int, str, bool] | None = None) -> None:
     """Each correction step as it comes: its candidate texts, their cosine and landing
     distance; while it runs, the text of the step being written (`Writing.latest()`)."""
     steps: tuple[FillStep, ...] = snapshot.events
     label = {"running": f"Writing… step {len(steps)}" if steps else "Writing… (inverter)",
-             "done": f"Written in {len(steps)} steps", "failed": "The fill failed", "stopped": "Stopped"}
+             "done": written_label(len(steps) - 1), "failed": "The fill failed", "stopped": "Stopped"}
     with st.status(label[snapshot.state], state={"running": "running", "done": "complete"}.get(snapshot.state, "error"),
                    expanded=snapshot.state == "running"):
         for s in steps:
