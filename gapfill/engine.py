@@ -248,13 +248,10 @@ class Engine:
         hypothesis lands. Defaults for the loop come from the Vec2Text model's config.
         `on_text(step, text, finished)` watches each step's first text being written."""
         model, pumap = self._require_vec2text(), self._require_map()
-        result = yield from filling.fill(
-            model, pumap, self.embedder.encode, self.embeddings, self.corpus.texts, x, y,
-            num_steps=model.config.num_steps if num_steps is None else num_steps,
-            sequence_beam_width=model.config.sequence_beam_width if sequence_beam_width is None else sequence_beam_width,
-            target_aware=target_aware,
-            seed_documents=model.config.seed_documents if seed_documents is None else seed_documents, on_text=on_text,
-        )
+        given = {"num_steps": num_steps, "sequence_beam_width": sequence_beam_width, "seed_documents": seed_documents}
+        loop = {name: getattr(model.config, name) if value is None else value for name, value in given.items()}
+        result = yield from filling.fill(model, pumap, self.embedder.encode, self.embeddings, self.corpus.texts, x, y,
+                                         target_aware=target_aware, on_text=on_text, **loop)
         with self.lock:
             self.fills.append(result)
         return result

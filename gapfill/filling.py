@@ -115,14 +115,15 @@ def fill(
     x: float,
     y: float,
     *,
-    num_steps: int = 5,
-    sequence_beam_width: int = 4,
+    num_steps: int,
+    sequence_beam_width: int,
+    seed_documents: int,
     target_aware: bool = True,
-    seed_documents: int = 0,
     on_text: Callable[[int, str, bool], None] | None = None,
 ) -> Generator[FillStep, None, FillResult]:
     """Write a text for the point (x, y) of the map; yields every correction step
     (`on_text`: watch each step's first text being written, see `correction.invert`).
+    The loop's settings have no defaults here: they are the model's (`Engine.fill`).
     The `seed_documents` corpus documents nearest the target join the first hypotheses for
     the corrector to rewrite; the result is never one of them."""
     check_click(pumap, x, y)
