@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -55,6 +56,33 @@ def _add_config_options(parser: argparse.ArgumentParser, config_cls, prefix: str
                                 default=None, help=f"{f.metadata.get('help', '')} (default: {default})")
 
 
+def _count(minimum: int):
+    """An argparse type: a whole number of at least `minimum`, so that a bad value fails at
+    once, before the engine spends seconds loading."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite number (float() alone takes 'nan' and 'inf')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _config(config_cls, args: argparse.Namespace):
     names = {f.name for f in dataclasses.fields(config_cls)}
     return config_cls(**{k: v for k, v in vars(args).items() if k in names and v is not None})
@@ -74,7 +102,7 @@ def _engine_with_corpus(args: argparse.Namespace):
 def _corpus_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", help="a CSV corpus (default: the built-in WordNet corpus)")
     parser.add_argument("--text-column", help="the CSV's text column, when it cannot be guessed")
-    parser.add_argument("--builtin-n", type=int, default=None, help="documents of the built-in corpus (default: all)")
+    parser.add_argument("--builtin-n", type=_count(1), default=None, help="documents of the built-in corpus (default: all)")
     parser.add_argument("--seed-corpus", type=int, default=0, help="seed of the built-in corpus sample")
 
 
@@ -82,8 +110,9 @@ def cmd_train_map(args: argparse.Namespace) -> int:
     from gapfill.pumap import ParametricUMAPConfig
     from gapfill.storage import ModelStore
 
+    config = _config(ParametricUMAPConfig, args)  # a bad setting fails before the corpus loads
     engine = _engine_with_corpus(args)
-    model = _render(engine.train_map(_config(ParametricUMAPConfig, args)), "map")
+    model = _render(engine.train_map(config), "map")
     version = engine.save_map(ModelStore(args.save_to) if args.save_to else None)
     print(json.dumps({"version": version, "metrics": model.metrics}))
     return 0
@@ -152,9 +181,10 @@ def cmd_train_vec2text(args: argparse.Namespace) -> int:
     from gapfill.storage import ModelStore
     from gapfill.vec2text import Vec2TextConfig
 
+    config = _config(Vec2TextConfig, args)  # a bad setting fails before the corpus loads
     engine = _engine_with_corpus(args)
     _render(engine.ensure_map(), "map")
-    model = _render(engine.train_vec2text(_config(Vec2TextConfig, args), checkpoint_dir=args.checkpoint_dir,
+    model = _render(engine.train_vec2text(config, checkpoint_dir=args.checkpoint_dir,
                                           resume=args.resume), "vec2text")
     store = ModelStore(args.save_to) if args.save_to else None
     version = engine.save_vec2text(store)
@@ -199,17 +229,17 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("gaps", help="list the largest empty regions of the corpus's saved map")
     _corpus_options(p)
-    p.add_argument("-k", type=int, default=10, help="how many gaps (default: 10)")
+    p.add_argument("-k", type=_count(1), default=10, help="how many gaps (default: 10)")
     p.set_defaults(func=cmd_gaps)
 
     p = sub.add_parser("fill", help="write the text for a point of the map, or for its largest gaps")
     _corpus_options(p)
-    p.add_argument("x", type=float, nargs="?", help="the point's x on the map")
-    p.add_argument("y", type=float, nargs="?", help="the point's y on the map")
-    p.add_argument("--gaps", type=int, default=None, metavar="K", help="fill the K largest gaps instead of a point")
-    p.add_argument("--num-steps", type=int, default=None, help="correction steps (default: the model's)")
-    p.add_argument("--sequence-beam-width", type=int, default=None, help="hypotheses kept per step (default: the model's)")
-    p.add_argument("--seed-documents", type=int, default=None,
+    p.add_argument("x", type=_finite, nargs="?", help="the point's x on the map")
+    p.add_argument("y", type=_finite, nargs="?", help="the point's y on the map")
+    p.add_argument("--gaps", type=_count(1), default=None, metavar="K", help="fill the K largest gaps instead of a point")
+    p.add_argument("--num-steps", type=_count(0), default=None, help="correction steps (default: the model's)")
+    p.add_argument("--sequence-beam-width", type=_count(1), default=None, help="hypotheses kept per step (default: the model's)")
+    p.add_argument("--seed-documents", type=_count(0), default=None,
                    help="nearest corpus documents given to the corrector to rewrite (default: the model's)")
     p.add_argument("--cosine-only", action="store_true", help="rank texts by cosine alone, not also by where they land")
     p.add_argument("--save-csv", type=Path, default=None, help="also write the fills to this CSV file")
@@ -217,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("evaluate", help="the quality metrics of the map and of fills of its largest gaps")
     _corpus_options(p)
-    p.add_argument("--fills", type=int, default=3, help="largest gaps to fill for the text metrics (default: 3)")
+    p.add_argument("--fills", type=_count(0), default=3, help="largest gaps to fill for the text metrics (default: 3)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train-vec2text", help="train Vec2Text on a corpus (and its map) and save it")

@@ -68,3 +68,34 @@ def test_fill_without_a_point_or_gaps_says_what_to_give(env: Path, capsys: pytes
 def test_fill_before_any_map_says_to_train_one(env: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["gaps", *CORPUS]) == 2
     assert "run `gapfill train-map` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fill", "1", "1", "--seed-documents", "-1"], "argument --seed-documents: must be 0 or more, got -1"),
+        (["fill", "1", "1", "--num-steps", "two"], "argument --num-steps: must be a whole number, got 'two'"),
+        (["fill", "nan", "1"], "argument x: must be a finite number, got 'nan'"),
+        (["fill", "--gaps", "0"], "argument --gaps: must be 1 or more, got 0"),
+        (["gaps", "-k", "0"], "argument -k: must be 1 or more, got 0"),
+    ],
+)
+def test_bad_numbers_fail_before_anything_loads(argv: list[str], message: str, capsys: pytest.CaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_engine(*_: object) -> None:
+        raise AssertionError("the engine was loaded for a command line argparse must refuse")
+
+    monkeypatch.setattr("gapfill.cli._engine_with_corpus", no_engine)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_bad_training_setting_fails_before_the_corpus_loads(capsys: pytest.CaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_engine(*_: object) -> None:
+        raise AssertionError("the corpus was loaded for a setting the config refuses")
+
+    monkeypatch.setattr("gapfill.cli._engine_with_corpus", no_engine)
+    assert main(["train-vec2text", "--epochs", "0"]) == 2
+    assert "epochs" in capsys.readouterr().err
