@@ -61,7 +61,10 @@ class FillRequest(BaseModel):
     x: float = Field(ge=-1e6, le=1e6, description="The point's map coordinates.")
     y: float = Field(ge=-1e6, le=1e6)
     num_steps: int | None = Field(None, ge=0, le=50, description="Correction steps (default: the model's).")
-    sequence_beam_width: int | None = Field(None, ge=1, le=16, description="Hypotheses kept per step.")
+    sequence_beam_width: int | None = Field(
+        None, ge=1, le=8,
+        description="Hypotheses kept per step; each proposes this many texts, so a step writes its square (at most 64).",
+    )
     target_aware: bool = Field(True, description="Prefer texts that land near the point.")
     seed_documents: int | None = Field(None, ge=0, le=8, description="Nearest corpus documents given to the corrector to rewrite (default: the model's).")
 

@@ -158,7 +158,8 @@ def test_bad_input_is_a_422_naming_what_is_allowed(client: TestClient) -> None:
     far = client.post(f"{API}/fill-gap", json={"x": 1e6, "y": 0})
     assert far.status_code == 422 and "far outside" in far.json()["detail"]
     for body in ({"x": 0, "y": 0, "colour": "red"}, {"x": 0, "y": 0, "num_steps": 51},
-                 {"x": 0, "y": 0, "sequence_beam_width": 0}, {"x": 0, "y": 0, "seed_documents": -1},
+                 {"x": 0, "y": 0, "sequence_beam_width": 0}, {"x": 0, "y": 0, "sequence_beam_width": 9},
+                 {"x": 0, "y": 0, "seed_documents": -1},
                  {"x": "left", "y": 0}):
         assert client.post(f"{API}/fill-gap", json=body).status_code == 422, body
     unknown = client.post(f"{API}/train-parametric-umap", json={"n_epoch": 5})

@@ -264,3 +264,27 @@ def test_nearest_texts_are_the_closest_first():
     texts = ["dog ran", "cat sat", "cat sat mat", "sun"]
     assert nearest_texts(texts, embed(texts), embed(["cat sat mat"])[0], 2) == ["cat sat mat", "cat sat"]
     assert nearest_texts(texts, embed(texts), embed(["cat"])[0], 0) == []
+
+
+class CountingInverter(EditInverter):
+    """Records how many texts each correction call asks for per hypothesis, and of how many."""
+
+    def __init__(self) -> None:
+        super().__init__("sun sun sun")
+        self.asked: list[tuple[int, int]] = []
+
+    def correct(self, targets, hyp_embeddings, hyp_texts, *, num_return_sequences=1):
+        self.asked.append((len(hyp_texts), num_return_sequences))
+        return super().correct(targets, hyp_embeddings, hyp_texts, num_return_sequences=num_return_sequences)
+
+
+@pytest.mark.parametrize(("width", "per_hypothesis"), [(1, 2), (2, 2), (3, 3), (4, 4)])
+def test_each_hypothesis_of_the_beam_expands_into_width_texts(embed, width, per_hypothesis):
+    """Morris et al.'s sequence-level beam search: every hypothesis proposes `width` texts
+    (at least 2, so a deterministic first proposal is never all), and the best `width` go on."""
+    model = CountingInverter()
+    steps, _ = run(invert(model, target_of("cat sat on the mat"), embed, num_steps=2, sequence_beam_width=width,
+                          seeds=["dog ran", "red park", "big sun"]))
+    assert model.asked and all(n == per_hypothesis for _, n in model.asked)
+    assert model.asked[0][0] == min(width, 4)  # the first beam: the inverter's text and the seeds
+    assert all(len(s.beam) <= width for s in steps)

@@ -35,7 +35,7 @@ def fill_settings(defaults, disabled: bool) -> None:
     left.number_input("Correction steps (num_steps)", min_value=0, max_value=50, value=defaults.num_steps,
                       key=state.NUM_STEPS, persist_state="session", disabled=disabled,
                       help=_help(type(defaults), "num_steps"))
-    middle.number_input("Beam width (sequence_beam_width)", min_value=1, max_value=16,
+    middle.number_input("Beam width (sequence_beam_width)", min_value=1, max_value=8,
                         value=defaults.sequence_beam_width, key=state.BEAM_WIDTH, persist_state="session",
                         disabled=disabled, help=_help(type(defaults), "sequence_beam_width"))
     seeds.number_input("Documents to rewrite (seed_documents)", min_value=0, max_value=8,
