@@ -307,6 +307,8 @@ class Vec2Text(nn.Module):
                   "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": stops}
         if on_text is not None:
             common["streamer"] = _FirstRowText(self.tokenizer, stops, on_text, self.single_line)
+        if inputs.shape[1] > 1:  # always, so that a greedy text is the same whatever k is
+            common["past_key_values"] = self._shared_prefill(inputs, mask, k)
         if k == 1:
             out = self.lm.generate(inputs_embeds=inputs, do_sample=False, **common)
         else:
@@ -322,6 +324,20 @@ class Vec2Text(nn.Module):
                                    stopping_criteria=[_SampleLength(k, stops)], **common)
         texts = self._clean(self.tokenizer.batch_decode(out, skip_special_tokens=True))
         return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+    @torch.no_grad()
+    def _shared_prefill(self, inputs: torch.Tensor, mask: torch.Tensor, k: int):
+        """The attention cache of each row's prompt but its last position, computed once and
+        repeated for the row's k texts (generation then reads the last position itself): the
+        k texts share a prompt, and the prompt was a quarter of a correction call at k = 4."""
+        from transformers import DynamicCache
+
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding, as generation counts
+        cache = DynamicCache(config=self.lm.config)
+        self.lm(inputs_embeds=inputs[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(k)
+        return cache
 
     def _clean(self, texts: list[str]) -> list[str]:
         return [(t.split("\n", 1)[0] if self.single_line else t).strip() for t in texts]

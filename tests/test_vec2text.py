@@ -6,8 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
-from gapfill.backbone import backbone_dir, build_tiny_backbone
+from gapfill.backbone import backbone_dir, build_tiny_backbone, generation_dtype
 from gapfill.correction import invert
 from gapfill.events import drive
 from gapfill.storage import ModelFileError, ModelStore
@@ -81,6 +82,30 @@ def test_the_first_of_several_texts_is_the_greedy_one(trained, embedder):
     alone = model.generate(targets, num_return_sequences=1)
     with_samples = model.generate(targets, num_return_sequences=3)
     assert [row[0] for row in with_samples] == [row[0] for row in alone]
+
+
+def test_the_shared_prompt_cache_gives_the_logits_of_the_whole_prompt(trained, embedder):
+    """A row's k texts share one computation of its prompt but its last position
+    (`_shared_prefill`); reading that last position through the repeated cache must give what
+    the whole prompt gives, for left-padded rows too."""
+    model, _ = trained
+    hyps = ["oak", TEXTS[5], f"{TEXTS[6]}, {TEXTS[7]}"]  # prompts of three lengths: left padding
+    targets, hyp_emb = (torch.from_numpy(embedder.encode(t)) for t in (TEXTS[:3], hyps))
+    model.generate_in(torch.float32)
+    try:
+        with torch.no_grad():
+            inputs, mask, _ = model.assemble(model.prefixes(targets, hyp_emb), model.corrector_prompts(hyps))
+            assert (mask == 0).any()
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            whole = model.lm(inputs_embeds=inputs, attention_mask=mask, position_ids=positions).logits[:, -1]
+            k = 2
+            cache = model._shared_prefill(inputs, mask, k)
+            repeated = {"attention_mask": mask.repeat_interleave(k, 0), "past_key_values": cache,
+                        "position_ids": positions.repeat_interleave(k, 0)[:, -1:]}
+            last = model.lm(inputs_embeds=inputs.repeat_interleave(k, 0)[:, -1:], **repeated).logits[:, -1]
+    finally:
+        model.generate_in(generation_dtype())
+    torch.testing.assert_close(last, whole.repeat_interleave(k, 0), atol=1e-4, rtol=1e-4)
 
 
 def test_the_greedy_text_is_reported_token_by_token_as_it_is_written(trained, embedder):
