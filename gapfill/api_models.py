@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from gapfill.filling import SETTING_BOUNDS
 from gapfill.pumap import ParametricUMAPConfig
 from gapfill.vec2text import Vec2TextConfig
 
@@ -53,6 +54,12 @@ def config_from(config_cls: type[T], body: BaseModel | None) -> T:
     return config_cls.from_dict(body.model_dump(exclude_none=True, exclude={"background"}) if body else {})
 
 
+def _loop_setting(name: str, text: str) -> Any:
+    """An optional loop setting of a fill, within the bounds every front-end accepts."""
+    least, most = SETTING_BOUNDS[name]
+    return Field(None, ge=least, le=most, description=text)
+
+
 class FillRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -60,13 +67,12 @@ class FillRequest(BaseModel):
     # outside the map, these bounds keep absurd magnitudes from reaching it at all.
     x: float = Field(ge=-1e6, le=1e6, description="The point's map coordinates.")
     y: float = Field(ge=-1e6, le=1e6)
-    num_steps: int | None = Field(None, ge=0, le=50, description="Correction steps (default: the model's).")
-    sequence_beam_width: int | None = Field(
-        None, ge=1, le=8,
-        description="Hypotheses kept per step; each proposes this many texts, so a step writes its square (at most 64).",
-    )
+    num_steps: int | None = _loop_setting("num_steps", "Correction steps (default: the model's).")
+    sequence_beam_width: int | None = _loop_setting(
+        "sequence_beam_width", "Hypotheses kept per step; each proposes this many texts, so a step writes its square.")
     target_aware: bool = Field(True, description="Prefer texts that land near the point.")
-    seed_documents: int | None = Field(None, ge=0, le=8, description="Nearest corpus documents given to the corrector to rewrite (default: the model's).")
+    seed_documents: int | None = _loop_setting(
+        "seed_documents", "Nearest corpus documents given to the corrector to rewrite (default: the model's).")
 
 
 class VersionRequest(BaseModel):

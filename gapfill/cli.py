@@ -56,9 +56,9 @@ def _add_config_options(parser: argparse.ArgumentParser, config_cls, prefix: str
                                 default=None, help=f"{f.metadata.get('help', '')} (default: {default})")
 
 
-def _count(minimum: int):
-    """An argparse type: a whole number of at least `minimum`, so that a bad value fails at
-    once, before the engine spends seconds loading."""
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number from `minimum` to `maximum` (if given), so that a bad
+    value fails at once, before the engine spends seconds loading."""
 
     def parse(text: str) -> int:
         try:
@@ -67,6 +67,8 @@ def _count(minimum: int):
             raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be {maximum} or less, got {value}")
         return value
 
     return parse
@@ -212,6 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gapfill.filling import SETTING_BOUNDS
     from gapfill.pumap import ParametricUMAPConfig
     from gapfill.vec2text import Vec2TextConfig
 
@@ -237,10 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("x", type=_finite, nargs="?", help="the point's x on the map")
     p.add_argument("y", type=_finite, nargs="?", help="the point's y on the map")
     p.add_argument("--gaps", type=_count(1), default=None, metavar="K", help="fill the K largest gaps instead of a point")
-    p.add_argument("--num-steps", type=_count(0), default=None, help="correction steps (default: the model's)")
-    p.add_argument("--sequence-beam-width", type=_count(1), default=None, help="hypotheses kept per step (default: the model's)")
-    p.add_argument("--seed-documents", type=_count(0), default=None,
-                   help="nearest corpus documents given to the corrector to rewrite (default: the model's)")
+    for name, text in (("num_steps", "correction steps"), ("sequence_beam_width", "hypotheses kept per step"),
+                       ("seed_documents", "nearest corpus documents given to the corrector to rewrite")):
+        least, most = SETTING_BOUNDS[name]
+        p.add_argument(f"--{name.replace('_', '-')}", type=_count(least, most), default=None,
+                       help=f"{text}, {least}-{most} (default: the model's)")
     p.add_argument("--cosine-only", action="store_true", help="rank texts by cosine alone, not also by where they land")
     p.add_argument("--save-csv", type=Path, default=None, help="also write the fills to this CSV file")
     p.set_defaults(func=cmd_fill)

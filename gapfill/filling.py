@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 # How far outside the box of the corpus a click may be, as a share of the box's size.
 CLICK_MARGIN = 0.25
+# What the front-ends accept for a fill's loop settings (the API's 422, the Map page's inputs,
+# the CLI's errors), as (least, most). A step writes sequence_beam_width² texts, so the width
+# stays small.
+SETTING_BOUNDS = {"num_steps": (0, 50), "sequence_beam_width": (1, 8), "seed_documents": (0, 8)}
 # Target-aware ranking: cosine minus this times the landing distance as a share of the map's
 # diagonal (a text landing a tenth of the map away loses 0.05 of cosine).
 DISTANCE_WEIGHT = 0.5

@@ -307,8 +307,9 @@ class Vec2Text(nn.Module):
                   "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": stops}
         if on_text is not None:
             common["streamer"] = _FirstRowText(self.tokenizer, stops, on_text, self.single_line)
-        if any(prompts):  # the corrector's (the inverter's prefix alone is too short to gain),
-            # whatever k is, so that a greedy text is the same for any k
+        # The corrector's prompts only (the inverter's, its prefix vectors, are too short to
+        # gain), and for every k, so that a greedy text does not depend on k.
+        if any(prompts):
             common["past_key_values"] = self._shared_prefill(inputs, mask, k)
         if k == 1:
             out = self.lm.generate(inputs_embeds=inputs, do_sample=False, **common)

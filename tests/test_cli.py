@@ -75,6 +75,7 @@ def test_fill_before_any_map_says_to_train_one(env: Path, capsys: pytest.Capture
     [
         (["fill", "1", "1", "--seed-documents", "-1"], "argument --seed-documents: must be 0 or more, got -1"),
         (["fill", "1", "1", "--num-steps", "two"], "argument --num-steps: must be a whole number, got 'two'"),
+        (["fill", "1", "1", "--sequence-beam-width", "9"], "argument --sequence-beam-width: must be 8 or less, got 9"),
         (["fill", "nan", "1"], "argument x: must be a finite number, got 'nan'"),
         (["fill", "--gaps", "0"], "argument --gaps: must be 1 or more, got 0"),
         (["gaps", "-k", "0"], "argument -k: must be 1 or more, got 0"),

@@ -12,7 +12,7 @@ import streamlit as st
 
 from gapfill.corpus import Corpus, CorpusError, load_csv
 from gapfill.engine import MAP_KIND, Engine
-from gapfill.filling import FillResult, FillStep
+from gapfill.filling import SETTING_BOUNDS, FillResult, FillStep
 from gapfill.jobs import JobSnapshot
 from gapfill.storage import ModelFileError
 from ui import figures, state
@@ -32,13 +32,16 @@ def plain(text: str) -> str:
 def fill_settings(defaults, disabled: bool) -> None:
     """The correction loop's settings; defaults from the Vec2Text model's config."""
     left, middle, seeds, right = st.columns(4)
-    left.number_input("Correction steps (num_steps)", min_value=0, max_value=50, value=defaults.num_steps,
+    least, most = SETTING_BOUNDS["num_steps"]
+    left.number_input("Correction steps (num_steps)", min_value=least, max_value=most, value=defaults.num_steps,
                       key=state.NUM_STEPS, persist_state="session", disabled=disabled,
                       help=_help(type(defaults), "num_steps"))
-    middle.number_input("Beam width (sequence_beam_width)", min_value=1, max_value=8,
+    least, most = SETTING_BOUNDS["sequence_beam_width"]
+    middle.number_input("Beam width (sequence_beam_width)", min_value=least, max_value=most,
                         value=defaults.sequence_beam_width, key=state.BEAM_WIDTH, persist_state="session",
                         disabled=disabled, help=_help(type(defaults), "sequence_beam_width"))
-    seeds.number_input("Documents to rewrite (seed_documents)", min_value=0, max_value=8,
+    least, most = SETTING_BOUNDS["seed_documents"]
+    seeds.number_input("Documents to rewrite (seed_documents)", min_value=least, max_value=most,
                        value=defaults.seed_documents, key=state.SEED_DOCUMENTS, persist_state="session",
                        disabled=disabled, help=_help(type(defaults), "seed_documents"))
     right.checkbox("Target-aware", value=True, key=state.TARGET_AWARE, persist_state="session", disabled=disabled,
