@@ -7,7 +7,7 @@ follows it. While it runs, fills, evaluations, corpus and model loads are refuse
 Otherwise those run in the request thread one after another: a fill sent while another fill
 runs waits for it and is served (up to 8 waiting; one more gets 429). Status, gaps, models and
 the fills export answer at any time. Every answer, errors included, is JSON (the fills export
-excepted); no input gives a 500.
+excepted, and a streamed fill's NDJSON lines); no input gives a 500.
 
 Limits (`gapfill.api_guards`): JSON bodies 64 KiB, uploads the CSV loader's 50 MiB (413);
 NaN, infinite and far-out coordinates are refused (422). Serve it with `gapfill serve`: on
@@ -16,16 +16,19 @@ NaN, infinite and far-out coordinates are refused (422). Serve it with `gapfill 
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 import os
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from gapfill.api_guards import BearerToken, ContentLengthLimit, is_loopback, serving_token, token_from_env
 from gapfill.api_models import FillRequest, MapBody, VersionRequest, Vec2TextBody, config_from, plain
@@ -36,7 +39,7 @@ from gapfill.jobs import stoppable
 from gapfill.pumap import ParametricUMAPConfig
 from gapfill.storage import ModelFileError, ModelMismatchError, ModelStore
 from gapfill.vec2text import Vec2TextConfig
-from gapfill.worker import Busy, QueueFull, Worker
+from gapfill.worker import Busy, QueueFull, Stream, Worker
 
 __all__ = ["PREFIX", "app_factory", "create_app", "is_loopback", "serving_token"]
 
@@ -240,15 +243,35 @@ def gaps(engine: EngineDep, k: Annotated[int, Query(ge=1, le=100, description="H
     return plain([{"x": g.x, "y": g.y, "radius": g.radius, "rank": g.rank} for g in engine.gaps(k)])
 
 
-@router.post("/fill-gap")
-def fill_gap(body: FillRequest, engine: EngineDep, worker: WorkerDep) -> dict:
-    """Write a text for the point (x, y): the result and every correction step."""
+@router.post("/fill-gap", responses={200: {"content": {"application/x-ndjson": {}},
+                                          "description": "The result and every step; NDJSON lines with `stream`."}})
+def fill_gap(body: FillRequest, engine: EngineDep, worker: WorkerDep) -> Any:
+    """Write a text for the point (x, y): the result and every correction step. With
+    `"stream": true`, one NDJSON line per step as it is done (`{"step": ...}`), then
+    `{"result": ...}`."""
+    fill = functools.partial(engine.fill, body.x, body.y, num_steps=body.num_steps,
+                             sequence_beam_width=body.sequence_beam_width, target_aware=body.target_aware,
+                             seed_documents=body.seed_documents)
+    if body.stream:
+        stream = worker.stream("fill-gap", fill)
+        first = stream.next()  # step 0; a refusal is raised here, a 4xx before the answer starts
+        return StreamingResponse(_ndjson(first, stream), media_type="application/x-ndjson")
     steps: list = []
     with worker.exclusive("fill-gap"):
-        result = drive(engine.fill(body.x, body.y, num_steps=body.num_steps,
-                                   sequence_beam_width=body.sequence_beam_width,
-                                   target_aware=body.target_aware, seed_documents=body.seed_documents), steps.append)
+        result = drive(fill(), steps.append)
     return plain({"result": result, "steps": steps})
+
+
+async def _ndjson(first: tuple[str, object], stream: Stream) -> AsyncIterator[str]:
+    """One JSON line per item of a streamed task: {"step": ...}, then {"result": ...} (or
+    {"error": ...})."""
+    item: tuple[str, object] | None = first
+    try:
+        while item is not None:
+            yield json.dumps(plain({item[0]: item[1]})) + "\n"
+            item = await run_in_threadpool(stream.next)
+    finally:
+        stream.abandon()
 
 
 @router.get("/fills.csv", response_class=Response)

@@ -73,6 +73,8 @@ class FillRequest(BaseModel):
     target_aware: bool = Field(True, description="Prefer texts that land near the point.")
     seed_documents: int | None = _loop_setting(
         "seed_documents", "Nearest corpus documents given to the corrector to rewrite (default: the model's).")
+    stream: bool = Field(False, description='Answer in NDJSON: a line {"step": ...} as each step is done, '
+                                            'then {"result": ...}.')
 
 
 class VersionRequest(BaseModel):

@@ -8,9 +8,16 @@
   At most `max_waiting` tasks wait; one more is refused with `QueueFull` (the API answers 429),
   so that a burst of clients cannot pile up unbounded work.
 - A training is refused with `Busy` while any request task runs or waits.
+- A streamed request task (`Worker.stream`) runs in its own thread, in its turn like any
+  other, and hands over what it yields as it comes. It does not depend on its reader: one that
+  hangs up leaves it to finish (or to stop at its next item, once the reader says so) and to
+  give back its turn, instead of holding the turn until the server collects a dropped
+  generator.
 """
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -20,6 +27,8 @@ from gapfill.events import Progress
 from gapfill.jobs import Job, JobSnapshot
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 MAX_WAITING = 8  # request tasks queued behind the running one (a fill takes ~10-20 s on CPU)
 
@@ -95,6 +104,12 @@ class Worker:
                 self._serving += 1
                 self._turns.notify_all()
 
+    def stream(self, name: str, work: Callable[[], Generator]) -> Stream:
+        """Run the request task `work()` in its own thread, in its turn; see `Stream`."""
+        stream = Stream()
+        threading.Thread(target=stream.run, args=(self, name, work), name=f"{name} stream", daemon=True).start()
+        return stream
+
     def stop(self) -> Job | None:
         """Ask the running job to stop; the job it asked, or None when none runs."""
         with self._turns:
@@ -102,3 +117,48 @@ class Worker:
         if job is not None:
             job.stop()
         return job
+
+
+class Stream:
+    """What a streamed request task hands over, in order: ("step", each value it yields), then
+    ("result", its return value), then None. `next` blocks until the next item. An error raised
+    before the first item (its turn refused, bad input) is raised by `next`, so the caller can
+    answer it as any error; one raised later is handed over as ("error", message)."""
+
+    def __init__(self) -> None:
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
+        self._abandoned = threading.Event()
+        self._handed_over = False
+
+    def run(self, worker: Worker, name: str, work: Callable[[], Generator]) -> None:
+        try:
+            with worker.exclusive(name):
+                steps = work()
+                while True:
+                    try:
+                        self._items.put(("step", next(steps)))
+                    except StopIteration as done:
+                        self._items.put(("result", done.value))
+                        break
+                    if self._abandoned.is_set():
+                        steps.close()
+                        logger.info("%s: the reader hung up; stopped after a step", name)
+                        break
+        except Exception as err:
+            self._items.put(err)
+        finally:
+            self._items.put(None)
+
+    def next(self) -> tuple[str, object] | None:
+        item = self._items.get()
+        if isinstance(item, Exception):
+            if not self._handed_over:
+                raise item
+            logger.error("a streamed task failed after its first item", exc_info=item)
+            item = ("error", f"{type(item).__name__}: {item}")
+        self._handed_over = True
+        return item
+
+    def abandon(self) -> None:
+        """The reader is gone: stop at the next item."""
+        self._abandoned.set()

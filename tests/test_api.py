@@ -2,6 +2,7 @@
 work that conflicts with a running job, and the pipeline script against a live server."""
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -237,6 +238,19 @@ def test_the_pipeline_script_trains_and_saves_both_models_on_a_live_server(live_
     assert ModelStore(store).current("pumap") == "v0001" and ModelStore(store).current("vec2text") == "v0001"
     assert '"version":"v0001"' in run.stdout.replace(" ", "")
 
+    # A client that hangs up during a streamed fill does not keep the next fill waiting.
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"x": 0.0, "y": 0.0, "stream": True, "num_steps": 1, "sequence_beam_width": 2})
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("POST", f"{API}/fill-gap", body, {"content-type": "application/json"})
+    streamed = connection.getresponse()
+    assert streamed.status == 200 and "step" in json.loads(streamed.readline())
+    connection.close()
+    after = subprocess.run(["curl", "-sf", "--max-time", "60", "-H", "content-type: application/json",
+                            "-d", '{"x": 0, "y": 0, "num_steps": 1}', f"{url}{API}/fill-gap"],
+                           capture_output=True, text=True, timeout=90)
+    assert after.returncode == 0 and json.loads(after.stdout)["result"]["text"], after.stderr
+
 
 # ---- fills sent together -------------------------------------------------------------------
 
@@ -281,6 +295,26 @@ def test_fills_sent_together_wait_their_turn_and_are_all_served(client: TestClie
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert all(-1 <= a.json()["result"]["cosine"] <= 1 for a in answers)
     assert len(engine.fills) == fills_before + 3
+
+
+def test_a_streamed_fill_sends_each_step_as_a_line_then_the_result(client: TestClient) -> None:
+    client = _trained(client)
+    body = _gap_body(client) | {"num_steps": 2, "stream": True}
+    with client.stream("POST", f"{API}/fill-gap", json=body) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in answer.iter_lines() if line]
+    *steps, last = lines
+    assert [list(line) for line in steps] == [["step"]] * len(steps) and list(last) == ["result"]
+    assert [line["step"]["step"] for line in steps] == list(range(len(steps))) == list(range(last["result"]["steps"]))
+    assert last["result"]["text"] == steps[-1]["step"]["best"]["text"] or not steps[-1]["step"]["improved"]
+    plain_fill = client.post(f"{API}/fill-gap", json=body | {"stream": False}).json()
+    assert set(plain_fill["result"]) == set(last["result"]) and set(plain_fill["steps"][0]) == set(steps[0]["step"])
+    # A refusal comes before the stream starts: a plain JSON 4xx, and the turn is given back.
+    far = client.post(f"{API}/fill-gap", json=body | {"x": 1e5})
+    assert far.status_code == 422 and far.headers["content-type"] == "application/json"
+    assert "is far outside the map" in far.json()["detail"]
+    assert client.post(f"{API}/fill-gap", json=body | {"stream": False}).status_code == 200
 
 
 def test_a_fill_beyond_the_queue_is_refused_with_429(client: TestClient, monkeypatch) -> None:
