@@ -149,6 +149,7 @@ def status(engine: EngineDep, worker: WorkerDep) -> dict:
                      "config": None if vec2text is None else vec2text.config.to_dict(),
                      "metrics": None if vec2text is None else vec2text.metrics},
         "job": None if job is None else job.snapshot().to_dict(history=50),
+        "requests": worker.tasks(),  # fills, evaluations and loads: the one served, how many wait
     })
 
 

@@ -104,6 +104,11 @@ class Worker:
                 self._serving += 1
                 self._turns.notify_all()
 
+    def tasks(self) -> dict[str, object]:
+        """The request task being served (or None) and how many wait behind it."""
+        with self._turns:
+            return {"running": self._tasks[0] if self._tasks else None, "waiting": max(len(self._tasks) - 1, 0)}
+
     def stream(self, name: str, work: Callable[[], Generator]) -> Stream:
         """Run the request task `work()` in its own thread, in its turn; see `Stream`."""
         stream = Stream()

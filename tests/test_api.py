@@ -134,6 +134,7 @@ def test_the_training_guides_pipeline_runs_in_order(client: TestClient) -> None:
 
     state = client.get(f"{API}/status").json()
     assert state["corpus"]["size"] == N_DOCS and state["map"]["loaded"] and state["vec2text"]["loaded"]
+    assert state["requests"] == {"running": None, "waiting": 0}
     assert state["job"]["name"] == "train-vec2text" and state["job"]["state"] == "done"
 
 
@@ -289,7 +290,8 @@ def test_fills_sent_together_wait_their_turn_and_are_all_served(client: TestClie
                 break
             time.sleep(0.05)
         assert busy.status_code == 409 and busy.json()["detail"].startswith("a fill-gap request is running (2 more")
-        assert client.get(f"{API}/status").status_code == 200  # reads are answered meanwhile
+        status = client.get(f"{API}/status")  # reads are answered meanwhile, and name the queue
+        assert status.status_code == 200 and status.json()["requests"] == {"running": "fill-gap", "waiting": 2}
         gate.set()
         answers = [f.result(timeout=120) for f in (first, *queued)]
     assert [a.status_code for a in answers] == [200, 200, 200]
