@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from gapfill import decoding
 from gapfill.backbone import BACKBONE_ID
 from gapfill.configs import ConfigMixin, setting
 
@@ -35,7 +34,6 @@ PROJECTIONS = ("inverter", "target", "hypothesis", "difference")
 # Between the hypothesis and the text the corrector writes: a line break reads naturally to
 # an instruction-tuned model and is one token.
 SEPARATOR = "\n"
-
 
 
 @dataclass(frozen=True)
@@ -88,101 +86,6 @@ class Vec2TextConfig(ConfigMixin):
 
 
 
-class _SampledRows:
-    """Samples some rows of a greedy batch itself and leaves the others greedy: for each
-    sampled row, temperature, its `top_k` best tokens, the nucleus (top-p) of those, one draw,
-    and every other token masked so that greedy decoding picks the drawn one. The same
-    distribution as transformers' sampling with these settings (its default top_k is 50).
-
-    transformers sorts the whole vocabulary for top-p and draws from all of it, 49,152 tokens
-    a row at every step: measured, a fifth of a decoding step in bfloat16 (19 ms of about 90).
-    (transformers' LogitsProcessor is only an interface; not subclassing it keeps
-    transformers out of this module's import.)"""
-
-    def __init__(self, rows: torch.Tensor, temperature: float = 0.8, top_p: float = 0.9, top_k: int = 50) -> None:
-        self.rows, self.temperature, self.top_p, self.top_k = rows, temperature, top_p, top_k
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        sub = scores[self.rows].float() / self.temperature  # (S, V)
-        top, idx = sub.topk(min(self.top_k, sub.shape[-1]), dim=-1)  # best first
-        probs = top.softmax(-1)
-        # The nucleus: the best tokens until their mass reaches top_p (the best always counts).
-        probs = probs * ((probs.cumsum(-1) - probs) < self.top_p)
-        token = idx.gather(1, torch.multinomial(probs, 1))  # (S, 1)
-        scores = scores.clone()
-        scores[self.rows] = torch.full_like(sub, -math.inf).scatter(1, token, 0.0).to(scores.dtype)
-        return scores
-
-
-class _SampleLength:
-    """Stops the sampled rows of a group once they are `factor` times as long as the group's
-    greedy row (its first), plus `extra` tokens, after that one has finished. A batch decodes
-    until its longest row ends, and now and then a sample rambles on to several times the
-    greedy text's length: measured on the shipped model, one such sample made a step 4.9 s
-    instead of 1.6 s. The greedy text is the model's best guess of the text's length, and a
-    candidate far longer is rarely the closest to the target. (A stopping criterion by duck
-    typing, as `_SampledRows` is a logits processor.)"""
-
-    def __init__(self, k: int, stop_ids: list[int], factor: float = 1.5, extra: int = 4) -> None:
-        self.k, self.factor, self.extra = k, factor, extra
-        self.stop_ids = torch.tensor(stop_ids)
-        self.limit: torch.Tensor | None = None  # (G,) generated length at which a group stops
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        rows, length = input_ids.shape  # only generated tokens: the inputs are embeddings
-        groups = rows // self.k
-        if self.limit is None:
-            self.limit = torch.full((groups,), torch.iinfo(torch.long).max)
-        greedy_last = input_ids[:: self.k, -1] if length else torch.full((groups,), -1)
-        ended = torch.isin(greedy_last, self.stop_ids) & (self.limit == torch.iinfo(torch.long).max)
-        self.limit[ended] = math.ceil(self.factor * length) + self.extra
-        return (length >= self.limit).repeat_interleave(self.k)
-
-
-class _FirstRowText:
-    """Hands the first row's text to `callback(text, finished)` as it is decoded, token by
-    token: the greedy text of the first target (a streamer for transformers' `generate`, by
-    duck typing). The other rows are sampled alternatives; nobody watches them being written."""
-
-    def __init__(self, tokenizer, stop_ids: list[int], callback, single_line: bool) -> None:
-        self.tokenizer, self.stop_ids, self.callback, self.single_line = tokenizer, set(stop_ids), callback, single_line
-        self.ids: list[int] = []
-        self.finished = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if value.ndim != 1 or self.finished:  # the prompt (empty: the inputs are vectors), or done
-            return
-        token = int(value[0])
-        if token in self.stop_ids:
-            self.finished = True
-        else:
-            self.ids.append(token)
-        self.callback(self.text(), self.finished)
-
-    def end(self) -> None:
-        if not self.finished:
-            self.finished = True
-            self.callback(self.text(), True)
-
-    def text(self) -> str:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not self.finished:
-            text = text.rstrip("\ufffd")  # a character whose bytes are not all decoded yet
-        return (text.split("\n", 1)[0] if self.single_line else text).strip()
-
-
-def _flatten_head(head: nn.Linear) -> None:
-    """Make the output layer multiply a 2D view of its input. On the first decoding step
-    transformers hands it the last position of every row, a non-contiguous (B, 1, H) slice,
-    and torch's matmul then expands the (V, H) weight to (B, H, V) and copies it: 40 ms in
-    float32, 0.7 s in bfloat16, measured, against 3 ms for the same product in 2D."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.reshape(-1, x.shape[-1]), head.weight, head.bias).view(*x.shape[:-1], -1)
-
-    head.forward = forward
-
-
 class Projection(nn.Module):
     """An embedding (D) → `n` input vectors of the backbone (n, H). The inner width is D:
     no bottleneck narrower than the embedding, no more weights than that needs."""
@@ -219,7 +122,7 @@ class Vec2Text(nn.Module):
         # The precision of the frozen backbone while generating (`generate_in`); training
         # always runs in float32.
         self.generation_dtype = torch.float32
-        _flatten_head(self.lm.get_output_embeddings())
+        decoding.flatten_head(self.lm.get_output_embeddings())
         self.metrics: dict[str, float] = {}
         self.sep_ids = tokenizer(SEPARATOR, add_special_tokens=False)["input_ids"]
 
@@ -289,7 +192,7 @@ class Vec2Text(nn.Module):
     @torch.no_grad()
     def _generate(self, prefixes: torch.Tensor, prompts: list[list[int]], k: int, on_text=None) -> list[list[str]]:
         """k texts per row: the greedy one, then k - 1 samples (nucleus, p = 0.9), from one
-        batched greedy call in which `_SampledRows` draws the samples. `on_text(text,
+        batched greedy call in which `decoding.SampledRows` draws the samples. `on_text(text,
         finished)` is called with the first row's greedy text as each token is decoded.
 
         Beam search would give the k best continuations, but on a CPU it costs several times
@@ -306,7 +209,7 @@ class Vec2Text(nn.Module):
         common = {"attention_mask": mask, "max_new_tokens": self.max_new_tokens, "no_repeat_ngram_size": 3,
                   "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": stops}
         if on_text is not None:
-            common["streamer"] = _FirstRowText(self.tokenizer, stops, on_text, self.single_line)
+            common["streamer"] = decoding.FirstRowText(self.tokenizer, stops, on_text, self.single_line)
         # The corrector's prompts only (the inverter's, its prefix vectors, are too short to
         # gain), and for every k, so that a greedy text does not depend on k.
         if any(prompts):
@@ -320,10 +223,10 @@ class Vec2Text(nn.Module):
             # Rows come k per input, the first of each greedy.
             common["attention_mask"] = mask.repeat_interleave(k, dim=0)
             rows = torch.arange(len(prompts) * k)
-            sampler = _SampledRows(rows[rows % k != 0])
+            sampler = decoding.SampledRows(rows[rows % k != 0])
             out = self.lm.generate(inputs_embeds=inputs.repeat_interleave(k, dim=0), do_sample=False,
                                    logits_processor=LogitsProcessorList([sampler]),
-                                   stopping_criteria=[_SampleLength(k, stops)], **common)
+                                   stopping_criteria=[decoding.SampleLength(k, stops)], **common)
         texts = self._clean(self.tokenizer.batch_decode(out, skip_special_tokens=True))
         return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 

@@ -130,9 +130,9 @@ def test_warm_up_generates_once_and_changes_nothing(trained, embedder):
 def test_samples_stop_at_one_and_a_half_times_their_greedy_text():
     import torch
 
-    from gapfill.vec2text import _SampleLength
+    from gapfill.decoding import SampleLength
 
-    stop = _SampleLength(k=3, stop_ids=[0], factor=1.5, extra=4)
+    stop = SampleLength(k=3, stop_ids=[0], factor=1.5, extra=4)
     done_at = {}
     for length in range(1, 40):
         ids = torch.full((6, length), 7)  # two groups of three rows; row 0 of each is greedy
@@ -163,7 +163,7 @@ def test_save_and_load_round_trip_keeps_the_model(trained, tiny_backbone, embedd
 def test_sampled_rows_draw_one_token_of_the_nucleus_and_greedy_rows_are_left_alone():
     import torch
 
-    from gapfill.vec2text import _SampledRows
+    from gapfill.decoding import SampledRows
 
     torch.manual_seed(0)
     # Row 0 greedy; rows 1-2 sampled. Token 3 holds 95% of the mass at temperature 1: the
@@ -172,7 +172,7 @@ def test_sampled_rows_draw_one_token_of_the_nucleus_and_greedy_rows_are_left_alo
     scores[0, 5] = 2.0
     scores[1, 3], scores[1, 4] = 3.0, 0.0
     scores[2, :4] = 1.0
-    sampler = _SampledRows(torch.tensor([1, 2]), temperature=1.0, top_p=0.9, top_k=5)
+    sampler = SampledRows(torch.tensor([1, 2]), temperature=1.0, top_p=0.9, top_k=5)
     drawn = set()
     for _ in range(40):
         out = sampler(torch.zeros(3, 1, dtype=torch.long), scores)
