@@ -36,8 +36,9 @@ from gapfill.corpus import CorpusError, CorpusTooLarge, load_csv, map_problem
 from gapfill.engine import MAP_KIND, VEC2TEXT_KIND, Engine, NotReadyError
 from gapfill.events import Progress, drive
 from gapfill.jobs import stoppable
+from gapfill.model_files import ModelFileError, ModelMismatchError
 from gapfill.pumap import ParametricUMAPConfig
-from gapfill.storage import ModelFileError, ModelMismatchError, ModelStore
+from gapfill.storage import ModelStore
 from gapfill.vec2text import Vec2TextConfig
 from gapfill.worker import Busy, QueueFull, Stream, Worker
 

@@ -23,8 +23,9 @@ from gapfill.events import Progress, drive
 from gapfill.filling import FillResult, FillStep
 from gapfill.gaps import Gap, find_gaps
 from gapfill.map_metrics import trustworthiness
+from gapfill.model_files import ModelFileError, read_manifest
 from gapfill.pumap import ParametricUMAP, ParametricUMAPConfig
-from gapfill.storage import ModelFileError, ModelStore, read_manifest
+from gapfill.storage import ModelStore
 from gapfill.wordnet import load_wordnet
 
 log = logging.getLogger(__name__)

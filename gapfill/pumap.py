@@ -299,7 +299,7 @@ class ParametricUMAP:
         x = self.decoder(torch.from_numpy(y2)).numpy()
         return x[0] if single else x
 
-    # ---- persistence: plain tensors and a JSON-able manifest (see gapfill.storage) --------
+    # ---- persistence: plain tensors and a JSON-able manifest (see gapfill.model_files) --------
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}

@@ -22,7 +22,7 @@ import torch
 
 from gapfill.backbone import generation_dtype, load_backbone
 from gapfill.events import Progress, Stopwatch
-from gapfill.storage import load_model, save_model
+from gapfill.model_files import load_model, save_model
 from gapfill.vec2text import Vec2Text, Vec2TextConfig
 
 log = logging.getLogger(__name__)

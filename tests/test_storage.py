@@ -12,19 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from gapfill.storage import (
+from gapfill.model_files import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     WEIGHTS_FILE,
-    POINTER_FILE,
     ModelFileError,
     ModelMismatchError,
-    ModelStore,
     atomic_write_json,
     load_model,
     read_manifest,
     save_model,
 )
+from gapfill.storage import POINTER_FILE, ModelStore
 
 REPO = Path(__file__).resolve().parents[1]
 

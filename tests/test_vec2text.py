@@ -11,7 +11,8 @@ import torch
 from gapfill.backbone import backbone_dir, build_tiny_backbone, generation_dtype
 from gapfill.correction import invert
 from gapfill.events import drive
-from gapfill.storage import ModelFileError, ModelStore
+from gapfill.model_files import ModelFileError
+from gapfill.storage import ModelStore
 from gapfill.vec2text import Vec2TextConfig
 from gapfill.vec2text_train import load_vec2text, select_texts, train_vec2text
 

@@ -14,7 +14,7 @@ from gapfill.corpus import Corpus, CorpusError, load_csv
 from gapfill.engine import MAP_KIND, Engine
 from gapfill.filling import SETTING_BOUNDS, FillResult, FillStep
 from gapfill.jobs import JobSnapshot
-from gapfill.storage import ModelFileError
+from gapfill.model_files import ModelFileError
 from ui import figures, state
 
 C = TypeVar("C")
