@@ -53,16 +53,44 @@ class SampleLength:
         self.k, self.factor, self.extra = k, factor, extra
         self.stop_ids = torch.tensor(stop_ids)
         self.limit: torch.Tensor | None = None  # (G,) generated length at which a group stops
+        self.cut: torch.Tensor | None = None  # (rows,) stopped here before writing a stop token
+        self._ended: torch.Tensor | None = None  # (rows,) ended, one way or the other
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         rows, length = input_ids.shape  # only generated tokens: the inputs are embeddings
         groups = rows // self.k
         if self.limit is None:
             self.limit = torch.full((groups,), torch.iinfo(torch.long).max)
-        greedy_last = input_ids[:: self.k, -1] if length else torch.full((groups,), -1)
-        ended = torch.isin(greedy_last, self.stop_ids) & (self.limit == torch.iinfo(torch.long).max)
-        self.limit[ended] = math.ceil(self.factor * length) + self.extra
-        return (length >= self.limit).repeat_interleave(self.k)
+            self.cut, self._ended = torch.zeros(rows, dtype=torch.bool), torch.zeros(rows, dtype=torch.bool)
+        last = input_ids[:, -1] if length else torch.full((rows,), -1)
+        self._ended |= torch.isin(last, self.stop_ids)
+        greedy_ended = self._ended[:: self.k] & (self.limit == torch.iinfo(torch.long).max)
+        self.limit[greedy_ended] = math.ceil(self.factor * length) + self.extra
+        stop = (length >= self.limit).repeat_interleave(self.k)
+        self.cut |= stop & ~self._ended
+        self._ended |= stop
+        return stop
+
+
+def unfinished(out: torch.Tensor, stop_ids: list[int], length_rule: SampleLength | None = None) -> torch.Tensor:
+    """Which rows of `generate`'s output (rows, T) broke off instead of writing a stop token:
+    cut by `max_new_tokens` (a word, not a stop token, last) or by the samples' length rule.
+    (The padding after a finished row is the end-of-text token, so it reads as a stop.)"""
+    cut = ~torch.isin(out[:, -1], torch.tensor(stop_ids)) if out.shape[1] else torch.zeros(len(out), dtype=torch.bool)
+    if length_rule is not None and length_rule.cut is not None:
+        cut |= length_rule.cut
+    return cut
+
+
+def clipped(text: str) -> str | None:
+    """A text the length limit cut off mid-way, back to its last whole clause: up to its last
+    ';' or ',' beyond its first third (a text that shows where it stops reads better than one
+    that breaks off, "...part of a leaf; in many"). None when it has no such clause: the caller
+    keeps the text as it is."""
+    cut = max(text.rfind(";"), text.rfind(","))
+    if cut <= len(text) // 3:
+        return None
+    return text[:cut].rstrip()
 
 
 class FirstRowText:

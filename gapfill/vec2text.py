@@ -214,6 +214,7 @@ class Vec2Text(nn.Module):
         # gain), and for every k, so that a greedy text does not depend on k.
         if any(prompts):
             common["past_key_values"] = self._shared_prefill(inputs, mask, k)
+        length_rule = None
         if k == 1:
             out = self.lm.generate(inputs_embeds=inputs, do_sample=False, **common)
         else:
@@ -224,10 +225,13 @@ class Vec2Text(nn.Module):
             common["attention_mask"] = mask.repeat_interleave(k, dim=0)
             rows = torch.arange(len(prompts) * k)
             sampler = decoding.SampledRows(rows[rows % k != 0])
+            length_rule = decoding.SampleLength(k, stops)
             out = self.lm.generate(inputs_embeds=inputs.repeat_interleave(k, dim=0), do_sample=False,
                                    logits_processor=LogitsProcessorList([sampler]),
-                                   stopping_criteria=[decoding.SampleLength(k, stops)], **common)
+                                   stopping_criteria=[length_rule], **common)
         texts = self._clean(self.tokenizer.batch_decode(out, skip_special_tokens=True))
+        cut = decoding.unfinished(out, stops, length_rule)
+        texts = [(decoding.clipped(t) or t) if c else t for t, c in zip(texts, cut.tolist())]
         return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
     @torch.no_grad()

@@ -139,11 +139,25 @@ def test_samples_stop_at_one_and_a_half_times_their_greedy_text():
         ids = torch.full((6, length), 7)  # two groups of three rows; row 0 of each is greedy
         if length >= 4:
             ids[0, 3:] = 0  # group 0's greedy text ends at its 4th token (then padding)
+        if length >= 6:
+            ids[1, 5:] = 0  # and its first sample at its 6th, before the limit
         done = stop(ids)
         for row in range(6):
             if done[row] and row not in done_at:
                 done_at[row] = length
     assert done_at == {0: 10, 1: 10, 2: 10}  # ceil(1.5 * 4) + 4; group 1's greedy never ended
+    assert stop.cut.tolist() == [False, False, True, False, False, False]  # only row 2 broke off
+
+
+def test_a_text_cut_off_goes_back_to_its_last_whole_clause():
+    from gapfill.decoding import clipped
+
+    assert clipped("spongillum: a rounded, open-ended part of a leaf; in many") == (
+        "spongillum: a rounded, open-ended part of a leaf")
+    assert clipped("organ: the body of the digestive system; including the stomach, duod") == (
+        "organ: the body of the digestive system; including the stomach")
+    assert clipped("worm: any of the flatworms that have a simple tubular body and") is None  # no clause
+    assert clipped("worm, any of the flatworms that have a simple tubular body and") is None  # too early
 
 
 def test_save_and_load_round_trip_keeps_the_model(trained, tiny_backbone, embedder, tmp_path):
@@ -272,6 +286,33 @@ def test_generating_in_bfloat16_keeps_the_trained_weights_and_refuses_training(
         loaded.loss(torch.from_numpy(embedder.encode(TEXTS[:1])), TEXTS[:1])
     with pytest.raises(ValueError, match="dtype"):
         loaded.generate_in(torch.float16)
+
+
+def test_texts_cut_off_by_a_length_limit_are_clipped_and_finished_ones_are_not(trained, embedder, monkeypatch):
+    from gapfill import decoding
+
+    model = trained[0]
+    seen: list[str] = []
+    monkeypatch.setattr(decoding, "clipped", lambda text: seen.append(text) or "CLIPPED")
+    keep = model.max_new_tokens
+    model.max_new_tokens = 2  # the tiny model never ends a text this soon: every row is cut
+    try:
+        rows = model.generate(embedder.encode(TEXTS[:2]), num_return_sequences=2)
+    finally:
+        model.max_new_tokens = keep
+    assert rows == [["CLIPPED", "CLIPPED"]] * 2 and len(seen) == 4
+
+
+def test_a_row_is_unfinished_when_its_last_token_is_a_word_or_the_length_rule_cut_it():
+    import torch
+
+    from gapfill.decoding import SampleLength, unfinished
+
+    out = torch.tensor([[5, 6, 2, 2], [5, 6, 7, 8], [5, 0, 2, 2], [5, 6, 7, 2]])  # 2: end of text (and padding), 0: newline
+    assert unfinished(out, [2, 0]).tolist() == [False, True, False, False]
+    rule = SampleLength(k=2, stop_ids=[2, 0])
+    rule.cut = torch.tensor([False, False, False, True])  # row 3 was stopped by the rule (then padded)
+    assert unfinished(out, [2, 0], rule).tolist() == [False, True, False, True]
 
 
 def test_the_plain_backbone_is_float32_and_leaves_generation_as_it_was(trained, tiny_backbone, embedder, tmp_path):
