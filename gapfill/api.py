@@ -4,8 +4,9 @@ Handlers only turn a request into one engine call and its result into JSON (hous
 What runs when (`gapfill.worker`): a training runs as a background job, one at a time; a call
 blocks until it ends, or with `"background": true` answers 202 at once and `GET status`
 follows it. While it runs, fills, evaluations, corpus and model loads are refused with 409.
-Otherwise those run in the request thread one after another: a fill sent while another fill
-runs waits for it and is served (up to 8 waiting; one more gets 429). Status, gaps, models and
+Otherwise those run in the request thread one after another (a streamed fill in a thread of
+its own, in its turn): a fill sent while another fill runs waits for it and is served (up to 8
+waiting; one more gets 429). Status, gaps, models and
 the fills export answer at any time. Every answer, errors included, is JSON (the fills export
 excepted, and a streamed fill's NDJSON lines); no input gives a 500.
 
