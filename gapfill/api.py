@@ -33,7 +33,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from gapfill.api_guards import BearerToken, ContentLengthLimit, is_loopback, serving_token, token_from_env
 from gapfill.api_models import FillRequest, MapBody, VersionRequest, Vec2TextBody, config_from, plain
-from gapfill.corpus import CorpusError, CorpusTooLarge, load_csv, map_problem
+from gapfill.corpus import CorpusError, CorpusTooLarge, map_problem
+from gapfill.csv_loader import load_csv
 from gapfill.engine import MAP_KIND, VEC2TEXT_KIND, Engine, NotReadyError
 from gapfill.events import Progress, drive
 from gapfill.jobs import stoppable

@@ -12,7 +12,7 @@ What a user who uploads a spreadsheet export expects, and what happens:
 - HTML is turned into its visible text: tags and comments go, `<script>` and `<style>`
   contents go, entities such as `&amp;` become characters. Markup would otherwise dominate
   the embeddings and the map's tooltips. A bare `<` or `>` in prose ("a < b") is not markup
-  and is kept. Pass `strip_html=False` to `gapfill.corpus.load_csv` to keep markup as text.
+  and is kept. Pass `strip_html=False` to `gapfill.csv_loader.load_csv` to keep markup as text.
 - Every text is put in Unicode NFC, so that "café" typed two ways is one text, not two.
 - Empty texts are dropped, texts over the length limit are cut, and duplicates (judged after
   all of the above) are dropped; each is counted.

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from gapfill import filling
-from gapfill.corpus import Corpus, embedding_problem, load_csv
+from gapfill.corpus import Corpus, embedding_problem
+from gapfill.csv_loader import load_csv
 from gapfill.embedder import DEFAULT_MODEL, Embedder
 from gapfill.events import Progress, drive
 from gapfill.filling import FillResult, FillStep

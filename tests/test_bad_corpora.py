@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
 from gapfill.api import PREFIX, create_app
-from gapfill.corpus import MIN_MAP_DOCUMENTS, CorpusError, load_csv
+from gapfill.corpus import MIN_MAP_DOCUMENTS, CorpusError
+from gapfill.csv_loader import load_csv
 from gapfill.engine import Engine
 from gapfill.events import drive
 from gapfill.pumap import ParametricUMAPConfig

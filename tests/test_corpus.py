@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from gapfill.corpus import Corpus, CorpusError, load_csv
+from gapfill.corpus import Corpus, CorpusError
+from gapfill.csv_loader import load_csv
 from gapfill.wordnet import WORDNET_ATTRIBUTION, load_wordnet
 
 # --------------------------------------------------------------------------- text column

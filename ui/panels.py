@@ -10,7 +10,8 @@ from typing import TypeVar
 import pandas as pd
 import streamlit as st
 
-from gapfill.corpus import Corpus, CorpusError, load_csv
+from gapfill.corpus import Corpus, CorpusError
+from gapfill.csv_loader import load_csv
 from gapfill.engine import MAP_KIND, Engine
 from gapfill.filling import SETTING_BOUNDS, FillResult, FillStep
 from gapfill.jobs import JobSnapshot

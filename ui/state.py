@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import streamlit as st
 
-from gapfill.corpus import load_csv
+from gapfill.csv_loader import load_csv
 from gapfill.engine import MAP_KIND, Engine
 from gapfill.events import Progress
 from gapfill.filling import FillResult, FillStep
