@@ -55,7 +55,8 @@ def worker(side: str, n: int, seed: int) -> dict:
     from gapfill.map_metrics import trustworthiness
 
     if side == "ours":
-        from gapfill.pumap import ParametricUMAPConfig, train_map
+        from gapfill.map_config import ParametricUMAPConfig
+        from gapfill.pumap import train_map
 
         def fit():
             # The bench's own 90/10 split is the held-out set: fit on all 90%, as umap-learn does.

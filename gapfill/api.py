@@ -38,8 +38,8 @@ from gapfill.csv_loader import load_csv
 from gapfill.engine import MAP_KIND, VEC2TEXT_KIND, Engine, NotReadyError
 from gapfill.events import Progress, drive
 from gapfill.jobs import stoppable
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.model_files import ModelFileError, ModelMismatchError
-from gapfill.pumap import ParametricUMAPConfig
 from gapfill.storage import ModelStore
 from gapfill.vec2text import Vec2TextConfig
 from gapfill.worker import Busy, QueueFull, Stream, Worker

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from gapfill.filling import SETTING_BOUNDS
-from gapfill.pumap import ParametricUMAPConfig
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.vec2text import Vec2TextConfig
 
 T = TypeVar("T")

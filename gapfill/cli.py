@@ -109,7 +109,7 @@ def _corpus_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train_map(args: argparse.Namespace) -> int:
-    from gapfill.pumap import ParametricUMAPConfig
+    from gapfill.map_config import ParametricUMAPConfig
     from gapfill.storage import ModelStore
 
     config = _config(ParametricUMAPConfig, args)  # a bad setting fails before the corpus loads
@@ -215,7 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from gapfill.filling import SETTING_BOUNDS
-    from gapfill.pumap import ParametricUMAPConfig
+    from gapfill.map_config import ParametricUMAPConfig
     from gapfill.vec2text import Vec2TextConfig
 
     parser = argparse.ArgumentParser(prog="gapfill", description=__doc__)

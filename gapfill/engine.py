@@ -23,9 +23,10 @@ from gapfill.embedder import DEFAULT_MODEL, Embedder
 from gapfill.events import Progress, drive
 from gapfill.filling import FillResult, FillStep
 from gapfill.gaps import Gap, find_gaps
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.map_metrics import trustworthiness
 from gapfill.model_files import ModelFileError, read_manifest
-from gapfill.pumap import ParametricUMAP, ParametricUMAPConfig
+from gapfill.pumap import ParametricUMAP
 from gapfill.storage import ModelStore
 from gapfill.wordnet import load_wordnet
 

@@ -12,7 +12,7 @@ Training runs in four stages, each a stream of progress events:
    documents instead (`layout.place_at_mode`, 0.93 in about 25 ms for 500 documents),
    optionally refined by `transform_steps` steps of UMAP's loss as umap-learn's `transform`
    does.
-4. "decoder": an MLP 2D → embedding fitted on the finished map with a cosine loss, so that
+4. "decoder": an MLP 2D → embedding (`gapfill.map_nets`) fitted on the finished map with a cosine loss, so that
    any point of the plane, empty space included, becomes an embedding.
 
 Reference: Sainburg, McInnes & Gentner 2021, "Parametric UMAP embeddings for representation
@@ -23,124 +23,17 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Generator
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from gapfill import layout, umap_math
-from gapfill.configs import ConfigMixin, setting
 from gapfill.events import Progress, Stopwatch, drive
+from gapfill.map_config import ParametricUMAPConfig
+from gapfill.map_nets import Decoder, cosine_loss, mlp
 
 log = logging.getLogger(__name__)
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class ParametricUMAPConfig(ConfigMixin):
-    """How to build and train a map. Field names follow the project's documented API."""
-
-    what: ClassVar[str] = "map settings"
-
-    n_components: int = setting("Dimension of the map (2 for the app's scatter).", 2)
-    n_neighbors: int = setting("Neighbours per document in the fuzzy graph: larger keeps more global structure.", 15)
-    min_dist: float = setting("How tightly the map may pack similar documents together.", 0.1)
-    spread: float = setting("The scale of the map's clusters; with min_dist it fixes UMAP's curve.", 1.0)
-    n_epochs: int = setting("Layout epochs; one epoch is one pass over every edge of the graph.", 200)
-    batch_size: int = setting("Documents per step when fitting the encoder and the decoder.", 256)
-    learning_rate: float = setting("Adam learning rate of the encoder and the decoder.", 1e-3)
-    hidden_layers: tuple[int, ...] = setting("Widths of the encoder's hidden layers; the decoder mirrors them.", (256, 128))
-    validation_split: float = setting("Share of documents held out to report validation loss (0 to use all).", 0.1)
-    negative_sample_rate: int = setting("Negative samples per edge, as in UMAP.", 5)
-    repulsion_strength: float = setting("Weight of the push between negative samples.", 1.0)
-    layout_learning_rate: float = setting("Adam learning rate of the layout's positions (map units per step).", 0.1)
-    layout_batch_size: int = setting("Graph edges per step of the layout optimisation.", 4096)
-    encoder_epochs: int = setting("Passes over the training documents to fit the encoder to the layout.", 30)
-    decoder_epochs: int = setting("Passes over the training documents to fit the decoder on the finished map.", 30)
-    decoder_hidden_layers: tuple[int, ...] = setting("Widths of the decoder's hidden layers.", (512,))
-    decoder_frequencies: int = setting("Random Fourier features the decoder lifts each map point into.", 256)
-    decoder_smoothing: int = setting("Documents near each other on the map averaged into one decoder target (1: none).", 10)
-    placement_radius: float = setting("Where a new document lands: the densest spot of its neighbours within this radius, in units of the map's local scale.", 1.5)
-    transform_steps: int = setting("UMAP steps that refine where a new document lands after that (umap-learn's transform takes about 100; 0: none).", 0)
-    lr_schedule: str = setting(f"Learning-rate schedule: one of {', '.join(LR_SCHEDULES)}.", "cosine")
-    early_stopping_patience: int = setting("Stop fitting the encoder or decoder after this many epochs without a better validation loss (0: never).", 0)
-    metric: str = setting("Distance between embeddings for the fuzzy graph.", "cosine")
-    seed: int = setting("Random seed: the same data and seed give the same map.", 0)
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_layers", "decoder_hidden_layers"):
-            object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
-        positive = (
-            "n_components", "n_neighbors", "n_epochs", "batch_size", "layout_batch_size",
-            "encoder_epochs", "decoder_epochs", "decoder_frequencies", "decoder_smoothing",
-        )
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.n_neighbors < 2:
-            raise ValueError(f"n_neighbors must be at least 2, got {self.n_neighbors}")
-        if not 0 < self.min_dist <= self.spread:
-            raise ValueError(f"min_dist must lie in (0, spread={self.spread}], got {self.min_dist}")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate must lie in (0, 1), got {self.learning_rate}")
-        if not 0 <= self.validation_split < 0.5:
-            raise ValueError(f"validation_split must lie in [0, 0.5), got {self.validation_split}")
-        if not 0 < self.layout_learning_rate <= 10:
-            raise ValueError(f"layout_learning_rate must lie in (0, 10], got {self.layout_learning_rate}")
-        if not 0 < self.placement_radius <= 100:
-            raise ValueError(f"placement_radius must lie in (0, 100], got {self.placement_radius}")
-        if self.transform_steps < 0:
-            raise ValueError(f"transform_steps must be 0 or more, got {self.transform_steps}")
-        if self.negative_sample_rate < 1:
-            raise ValueError(f"negative_sample_rate must be at least 1, got {self.negative_sample_rate}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if any(w < 1 for w in self.hidden_layers + self.decoder_hidden_layers):
-            raise ValueError("layer widths must be positive integers")
-
-
-
-def mlp(widths: Sequence[int]) -> nn.Sequential:
-    """Linear layers with ReLU between them and none after the last (unlike umap-learn's
-    torch example, whose trailing ReLU would fold the map into a quadrant)."""
-    layers: list[nn.Module] = []
-    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(w_in, w_out))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-class Decoder(nn.Module):
-    """2D → unit-length embedding.
-
-    Inputs are standardised with the map's own statistics, then lifted with random Fourier
-    features (Tancik et al. 2020, "Fourier features let networks learn high frequency
-    functions in low dimensional domains"): from two coordinates alone an MLP only learns a
-    blurred map; the features let it follow the topic islands. Statistics and frequencies
-    are buffers, so they travel with the weights.
-    """
-
-    def __init__(self, n_components: int, hidden: Sequence[int], dim: int, n_frequencies: int = 256) -> None:
-        super().__init__()
-        self.net = mlp([n_components + 2 * n_frequencies, *hidden, dim])
-        self.register_buffer("center", torch.zeros(n_components))
-        self.register_buffer("scale", torch.ones(n_components))
-        # Frequencies ~ N(0, 2^2) per standardised unit: features vary over about a twentieth
-        # of the map's spread, a few documents' width. Measured on WordNet (held-out cosine,
-        # 128 features, 10-document targets): scale 1.5 or 2: 0.521, 3: 0.512, 5: 0.479 (it
-        # memorises noise); the former N(0, 1), 64 features, 15-document targets: 0.511.
-        self.register_buffer("frequencies", 2.0 * torch.randn(n_components, n_frequencies))
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        z = (y - self.center) / self.scale  # (B, C)
-        phase = 2 * math.pi * z @ self.frequencies  # (B, F)
-        return F.normalize(self.net(torch.cat([z, phase.sin(), phase.cos()], dim=-1)), dim=-1)  # (B, D)
 
 
 class ParametricUMAP:
@@ -213,7 +106,7 @@ class ParametricUMAP:
         xv = torch.from_numpy(x_val)
         yield from self._fit_net(
             "decoder", self.decoder, y, torch.from_numpy(_smoothed(x_train, self.anchors_2d, cfg.decoder_smoothing)), cfg.decoder_epochs,
-            _cosine_loss, lambda: _cosine_loss(self.decoder(torch.from_numpy(self.encode(x_val))), xv).item(),
+            cosine_loss, lambda: cosine_loss(self.decoder(torch.from_numpy(self.encode(x_val))), xv).item(),
             rng,
         )
         return self
@@ -346,9 +239,6 @@ def _smoothed(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     mean = x[nn].sum(1) + x
     return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
 
-
-def _cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return 1.0 - F.cosine_similarity(pred, target, dim=-1).mean()
 
 
 def train_map(x: np.ndarray, config: ParametricUMAPConfig | None = None) -> ParametricUMAP:

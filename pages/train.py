@@ -3,7 +3,7 @@ versions to load or roll back to."""
 import streamlit as st
 
 from gapfill.jobs import stoppable
-from gapfill.pumap import ParametricUMAPConfig
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.vec2text import Vec2TextConfig
 from ui import panels, state
 

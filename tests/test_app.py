@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from gapfill.backbone import backbone_dir, build_tiny_backbone
 from gapfill.engine import Engine
 from gapfill.events import drive
-from gapfill.pumap import ParametricUMAPConfig
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.storage import ModelStore
 from gapfill.vec2text import Vec2TextConfig
 from ui.panels import written_label

@@ -25,7 +25,7 @@ from gapfill.corpus import MIN_MAP_DOCUMENTS, CorpusError
 from gapfill.csv_loader import load_csv
 from gapfill.engine import Engine
 from gapfill.events import drive
-from gapfill.pumap import ParametricUMAPConfig
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.storage import ModelStore
 from ui.state import UPLOAD
 

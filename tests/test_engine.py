@@ -7,7 +7,7 @@ import pytest
 from gapfill.backbone import backbone_dir, build_tiny_backbone
 from gapfill.engine import Engine, NotReadyError
 from gapfill.events import drive
-from gapfill.pumap import ParametricUMAPConfig
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.storage import ModelStore
 from gapfill.vec2text import Vec2TextConfig
 

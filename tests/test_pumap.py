@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from gapfill.events import drive
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.map_metrics import decoder_cosine, trustworthiness
 from gapfill.model_files import ModelFileError
-from gapfill.pumap import ParametricUMAP, ParametricUMAPConfig
+from gapfill.pumap import ParametricUMAP
 from gapfill.storage import ModelStore
 
 FAST = {"n_epochs": 40, "encoder_epochs": 30, "decoder_epochs": 40, "batch_size": 64, "transform_steps": 30}

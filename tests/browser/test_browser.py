@@ -22,7 +22,7 @@ from gapfill.backbone import backbone_dir, build_tiny_backbone
 from gapfill.engine import Engine
 from gapfill.events import drive
 from gapfill.local_server import free_port, stop, wait_until_up
-from gapfill.pumap import ParametricUMAPConfig
+from gapfill.map_config import ParametricUMAPConfig
 from gapfill.vec2text import Vec2TextConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
