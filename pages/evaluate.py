@@ -2,7 +2,7 @@
 import streamlit as st
 
 from gapfill import evaluation
-from ui import figures, state
+from ui import figures, fills, state
 
 st.title("Evaluate")
 eng = state.ready_engine()
@@ -22,21 +22,21 @@ st.caption("Reconstruction error over the map: where a decoded point does not la
 st.plotly_chart(figures.heatmap_figure(xs, ys, errors, eng.map_view()), key="heatmap", width="stretch")
 
 st.subheader("The fills")
-fills = eng.fills[-50:]
-if not fills:
+recent = eng.fills[-50:]
+if not recent:
     st.info("No fills yet: click the map or fill the largest gaps, then come back.")
 else:
-    baseline = evaluation.retrieval_cosines(fills, eng.map, eng.embeddings)
-    st.caption(f"Cosine to the target of the last {len(fills)} fills, against the retrieval baseline: the most "
+    baseline = evaluation.retrieval_cosines(recent, eng.map, eng.embeddings)
+    st.caption(f"Cosine to the target of the last {len(recent)} fills, against the retrieval baseline: the most "
                "similar corpus document's cosine to the same target.")
     st.plotly_chart(figures.histogram_figure(
-        {"fills": [f.cosine for f in fills], "nearest corpus document": baseline}, "cosine to the target"),
+        {"fills": [f.cosine for f in recent], "nearest corpus document": baseline}, "cosine to the target"),
         key="cosines", width="stretch")
-    names = [f"#{i}" for i in range(len(eng.fills) - len(fills) + 1, len(eng.fills) + 1)]
+    names = [f"#{i}" for i in range(len(eng.fills) - len(recent) + 1, len(eng.fills) + 1)]
     st.caption("How far each fill's text lands from its click (share of the map's diagonal).")
-    st.plotly_chart(figures.bar_figure(names, [f.distance for f in fills], "landing distance"),
+    st.plotly_chart(figures.bar_figure(names, [f.distance for f in recent], "landing distance"),
                     key="distances", width="stretch")
-    traces = [t for t in state.traces()[-10:] if t.steps]
+    traces = [t for t in fills.traces()[-10:] if t.steps]
     if traces:
         st.caption("Convergence: the best cosine so far at each correction step of recent fills.")
         st.plotly_chart(figures.convergence_figure(

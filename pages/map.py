@@ -2,7 +2,7 @@
 import streamlit as st
 
 from gapfill.wordnet import WORDNET_ATTRIBUTION
-from ui import figures, panels, state
+from ui import figures, fills, panels, state
 
 st.title("GapFill")
 st.caption("The corpus on a 2D map. Click an empty region: Vec2Text writes the document that belongs there.")
@@ -19,14 +19,14 @@ gap_toggle, gap_count, gap_button = st.columns([2, 1, 2], vertical_alignment="bo
 show_gaps = gap_toggle.toggle("Show the largest gaps", key=state.SHOW_GAPS, persist_state="session")
 k = gap_count.number_input("How many gaps", min_value=1, max_value=50, value=5, key=state.GAP_COUNT,
                            persist_state="session")
-if gap_button.button(f"Fill the top {k} gaps", disabled=not model_ready or state.fill_running()):
-    state.fill_gaps(eng, k)
+if gap_button.button(f"Fill the top {k} gaps", disabled=not model_ready or fills.fill_running()):
+    fills.fill_gaps(eng, k)
     st.rerun()
 
-state.record_finished_fill()
+fills.record_finished_fill()
 if model_ready:
-    state.start_pending_fill(eng)
-run = state.fill_run()
+    fills.start_pending_fill(eng)
+run = fills.fill_run()
 current = run.job.result if run is not None else None
 # While a fill runs, the map stays as it was (redrawing its ~20k points would take the cores
 # from the fill's first step); the close-up beside it follows the fill. It is redrawn once,
@@ -40,7 +40,7 @@ others = [f for f in eng.fills if f is not current]
 fig = state.memoized("map-figure", (eng.map, tuple(map(id, others)), tuple(gaps), click),
                      lambda: figures.map_figure(view, others, gaps, click))
 map_column, fill_column = st.columns([3, 2])
-map_column.plotly_chart(fig, key=state.MAP_CHART, on_select=state.remember_click, selection_mode="points",
+map_column.plotly_chart(fig, key=state.MAP_CHART, on_select=fills.remember_click, selection_mode="points",
                         width="stretch")
 map_column.caption(f"{len(view.texts)} documents · {eng.corpus.name} · map trustworthiness "
                    f"{eng.map.metrics.get('trust', float('nan')):.3f} · click anywhere, points or empty space")

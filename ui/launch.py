@@ -28,7 +28,7 @@ def _prepare() -> None:
     and left to the sessions, which prepare what is missing themselves and show the error in
     words."""
     try:
-        from ui import figures, panels, state  # noqa: F401 - the page scripts' imports
+        from ui import figures, fills, panels, state  # noqa: F401 - the page scripts' imports
 
         eng = state.preload_map()
     except Exception:  # noqa: BLE001

@@ -5,8 +5,9 @@ and `st.cache_resource` results must never be mutated. What never changes once m
 by the sessions instead: the built-in corpus with its map (`builtin_engine`, adopted by each
 session's engine) and each saved Vec2Text model (`_shared_vec2text`). Long work that must
 survive a click or a page switch (a fill, a training) runs as a `gapfill.jobs.Job` kept here
-in session state; the pages poll its snapshot. A browser reload starts a new session with a new engine, so a job is deliberately
-not kept beyond its session: its result would belong to an engine nobody holds any more.
+in session state (a click's fill: `ui.fills`); the pages poll its snapshot. A browser reload
+starts a new session with a new engine, so a job is deliberately not kept beyond its session:
+its result would belong to an engine nobody holds any more.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import streamlit as st
 from gapfill.csv_loader import load_csv
 from gapfill.engine import MAP_KIND, Engine
 from gapfill.events import Progress
-from gapfill.filling import FillResult, FillStep
 from gapfill.jobs import Job
 from gapfill.vec2text import Vec2TextConfig
 
@@ -251,105 +251,6 @@ def fill_settings() -> dict[str, object]:
         "target_aware": bool(st.session_state[TARGET_AWARE]),
         "seed_documents": int(st.session_state[SEED_DOCUMENTS]),
     }
-
-
-# ---- fills -------------------------------------------------------------------------------
-
-class Writing:
-    """The text a running fill is writing now: `update` is its `on_text` (called in the fill's
-    thread at every token), `latest` what the page shows."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._latest: tuple[int, str, bool] | None = None  # (step, text so far, finished)
-
-    def update(self, step: int, text: str, finished: bool) -> None:
-        with self._lock:
-            self._latest = (step, text, finished)
-
-    def latest(self) -> tuple[int, str, bool] | None:
-        with self._lock:
-            return self._latest
-
-
-@dataclass
-class FillRun:
-    """The fill of one click: its job (events are `FillStep`s, the result a `FillResult`)."""
-
-    x: float
-    y: float
-    job: Job
-    writing: Writing = field(default_factory=Writing)  # the step being written, as it grows
-    recorded: bool = False  # its trace is in FILL_TRACES
-
-
-@dataclass(frozen=True)
-class FillTrace:
-    """A finished fill with the steps that led to it (for the convergence curves)."""
-
-    result: FillResult
-    steps: tuple[FillStep, ...] = field(default=())
-
-
-def remember_click() -> None:
-    """The map's on_select callback: keep the clicked point. The invisible grid makes every
-    click select a point; an empty selection (the same node clicked twice) is ignored."""
-    points = (st.session_state.get(MAP_CHART) or {}).get("selection", {}).get("points") or []
-    if points:
-        st.session_state[CLICK] = (float(points[0]["x"]), float(points[0]["y"]))
-
-
-def fill_run() -> FillRun | None:
-    return st.session_state.get(FILL_RUN)
-
-
-def fill_running() -> bool:
-    run = fill_run()
-    return run is not None and run.job.running
-
-
-def start_pending_fill(eng: Engine) -> None:
-    """Start filling the last click, unless a fill is running (it starts once that one ends)."""
-    if CLICK not in st.session_state or fill_running():
-        return
-    x, y = st.session_state.pop(CLICK)
-    settings = fill_settings()
-    writing = Writing()
-    job = Job("fill", lambda stop: eng.fill(x, y, on_text=writing.update, **settings))
-    st.session_state[FILL_RUN] = FillRun(x, y, job, writing)
-
-
-def record_finished_fill() -> None:
-    """Keep the steps of the last click's fill once it is done."""
-    run = fill_run()
-    if run is None or run.recorded or run.job.running:
-        return
-    snap = run.job.snapshot()
-    if snap.state == "done":
-        traces().append(FillTrace(run.job.result, snap.events))
-    run.recorded = True
-
-
-def traces() -> list[FillTrace]:
-    return st.session_state.setdefault(FILL_TRACES, [])
-
-
-def fill_gaps(eng: Engine, k: int) -> None:
-    """Fill the k largest gaps one after the other, with a progress bar."""
-    settings = fill_settings()
-    gaps = eng.gaps(k)
-    bar = st.progress(0.0, text=f"Filling the {len(gaps)} largest gaps")
-    for i, gap in enumerate(gaps):
-        steps: list[FillStep] = []
-        gen = eng.fill(gap.x, gap.y, **settings)
-        while True:
-            try:
-                steps.append(next(gen))
-            except StopIteration as stop:
-                traces().append(FillTrace(stop.value, tuple(steps)))
-                break
-        bar.progress((i + 1) / len(gaps), text=f"Filled gap {i + 1} of {len(gaps)}")
-    bar.empty()
 
 
 # ---- training ----------------------------------------------------------------------------
