@@ -41,7 +41,7 @@ from gapfill.jobs import stoppable
 from gapfill.map_config import ParametricUMAPConfig
 from gapfill.model_files import ModelFileError, ModelMismatchError
 from gapfill.storage import ModelStore
-from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_config import Vec2TextConfig
 from gapfill.worker import Busy, QueueFull, Stream, Worker
 
 __all__ = ["PREFIX", "app_factory", "create_app", "is_loopback", "serving_token"]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from gapfill.filling import SETTING_BOUNDS
 from gapfill.map_config import ParametricUMAPConfig
-from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_config import Vec2TextConfig
 
 T = TypeVar("T")
 

@@ -181,7 +181,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train_vec2text(args: argparse.Namespace) -> int:
     from gapfill.engine import MAP_KIND
     from gapfill.storage import ModelStore
-    from gapfill.vec2text import Vec2TextConfig
+    from gapfill.vec2text_config import Vec2TextConfig
 
     config = _config(Vec2TextConfig, args)  # a bad setting fails before the corpus loads
     engine = _engine_with_corpus(args)
@@ -216,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from gapfill.filling import SETTING_BOUNDS
     from gapfill.map_config import ParametricUMAPConfig
-    from gapfill.vec2text import Vec2TextConfig
+    from gapfill.vec2text_config import Vec2TextConfig
 
     parser = argparse.ArgumentParser(prog="gapfill", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")

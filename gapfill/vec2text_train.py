@@ -23,7 +23,8 @@ import torch
 from gapfill.backbone import generation_dtype, load_backbone
 from gapfill.events import Progress, Stopwatch
 from gapfill.model_files import load_model, save_model
-from gapfill.vec2text import Vec2Text, Vec2TextConfig
+from gapfill.vec2text import Vec2Text
+from gapfill.vec2text_config import Vec2TextConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import streamlit as st
 
 from gapfill.jobs import stoppable
 from gapfill.map_config import ParametricUMAPConfig
-from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_config import Vec2TextConfig
 from ui import panels, state
 
 st.title("Train")

@@ -17,7 +17,7 @@ from gapfill.engine import Engine
 from gapfill.events import drive
 from gapfill.map_config import ParametricUMAPConfig
 from gapfill.storage import ModelStore
-from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_config import Vec2TextConfig
 from ui.panels import written_label
 
 ROOT = Path(__file__).resolve().parents[1]

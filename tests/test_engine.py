@@ -9,7 +9,7 @@ from gapfill.engine import Engine, NotReadyError
 from gapfill.events import drive
 from gapfill.map_config import ParametricUMAPConfig
 from gapfill.storage import ModelStore
-from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_config import Vec2TextConfig
 
 pytestmark = pytest.mark.skipif(
     not (backbone_dir() / "READY.json").exists(), reason="backbone not prepared: run `make setup`"

@@ -13,7 +13,7 @@ from gapfill.correction import invert
 from gapfill.events import drive
 from gapfill.model_files import ModelFileError
 from gapfill.storage import ModelStore
-from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_config import Vec2TextConfig
 from gapfill.vec2text_train import load_vec2text, select_texts, train_vec2text
 
 pytestmark = pytest.mark.skipif(

@@ -26,7 +26,7 @@ from gapfill.csv_loader import load_csv
 from gapfill.engine import MAP_KIND, Engine
 from gapfill.events import Progress
 from gapfill.jobs import Job
-from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_config import Vec2TextConfig
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from gapfill.engine import Engine
 from gapfill.events import drive
 from gapfill.local_server import free_port, stop, wait_until_up
 from gapfill.map_config import ParametricUMAPConfig
-from gapfill.vec2text import Vec2TextConfig
+from gapfill.vec2text_config import Vec2TextConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: `make browser-deps`")
