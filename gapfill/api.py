@@ -6,9 +6,9 @@ blocks until it ends, or with `"background": true` answers 202 at once and `GET 
 follows it. While it runs, fills, evaluations, corpus and model loads are refused with 409.
 Otherwise those run in the request thread one after another (a streamed fill in a thread of
 its own, in its turn): a fill sent while another fill runs waits for it and is served (up to 8
-waiting; one more gets 429). Status, gaps, models and
-the fills export answer at any time. Every answer, errors included, is JSON (the fills export
-excepted, and a streamed fill's NDJSON lines); no input gives a 500.
+waiting; one more gets 429). Status, gaps, models and the fills export answer at any time.
+Every answer, errors included, is JSON (the fills export excepted, and a streamed fill's NDJSON
+lines); no input gives a 500.
 
 Limits (`gapfill.api_guards`): JSON bodies 64 KiB, uploads the CSV loader's 50 MiB (413);
 NaN, infinite and far-out coordinates are refused (422). Serve it with `gapfill serve`: on

@@ -12,8 +12,8 @@ Training runs in four stages, each a stream of progress events:
    documents instead (`layout.place_at_mode`, 0.93 in about 25 ms for 500 documents),
    optionally refined by `transform_steps` steps of UMAP's loss as umap-learn's `transform`
    does.
-4. "decoder": an MLP 2D → embedding (`gapfill.map_nets`) fitted on the finished map with a cosine loss, so that
-   any point of the plane, empty space included, becomes an embedding.
+4. "decoder": an MLP 2D → embedding (`gapfill.map_nets`) fitted on the finished map with a
+   cosine loss, so that any point of the plane, empty space included, becomes an embedding.
 
 Reference: Sainburg, McInnes & Gentner 2021, "Parametric UMAP embeddings for representation
 and semi-supervised learning"; umap-learn's `parametric_umap.py` for the loss.
